@@ -1,0 +1,163 @@
+"""Command line: read the inputs and the context once, call the planner or a job, hand results to the edge.
+
+Subcommands import their heavy modules (the Docker SDK, the registry client) only when they run, so that
+``buildonce plan`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+from buildonce import __version__
+from buildonce.context import Context, load_context
+from buildonce.errors import FatalError, InputError
+from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, PLAN_INPUTS, VERIFY_INPUTS, plan_options
+from buildonce.plan import describe, make_plan
+from buildonce.workflow import Console, Inputs, RunnerFiles
+
+KNOWN_INPUTS: dict[str, Mapping[str, str]] = {
+    "plan": PLAN_INPUTS,
+    "build": BUILD_INPUTS,
+    "consume": CONSUME_INPUTS,
+    "verify": VERIFY_INPUTS,
+}
+
+
+@dataclass
+class Invocation:
+    """Everything a subcommand gets: parsed flags, inputs, the environment and where to write."""
+
+    args: argparse.Namespace
+    inputs: Inputs
+    env: Mapping[str, str]
+    console: Console
+    files: RunnerFiles
+
+    def context(self, default_branch: str = "") -> Context:
+        return load_context(
+            self.env,
+            event_path=Path(self.args.event) if self.args.event else None,
+            event_name=self.args.event_name,
+            default_branch=default_branch,
+        )
+
+    def finish(self, outputs: Mapping[str, str], summary: str = "") -> None:
+        """Write every output at once, then the summary; only a successful run gets here."""
+        self.files.write_outputs(outputs)
+        if summary:
+            self.files.write_summary(summary)
+        if self.args.json:
+            sys.stdout.write(json.dumps(dict(outputs), indent=2) + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="buildonce",
+        description="Build a container image once per commit and let every downstream job use that image.",
+    )
+    parser.add_argument("--version", action="version", version=f"buildonce {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set an input (as the action's 'with:' would); wins over INPUT_* variables",
+    )
+    common.add_argument("--event", metavar="FILE", help="event payload file (default: $GITHUB_EVENT_PATH)")
+    common.add_argument("--event-name", metavar="NAME", help="event name (default: $GITHUB_EVENT_NAME)")
+    common.add_argument("--json", action="store_true", help="print the outputs as one JSON object on stdout")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("plan", parents=[common], help="compute tags, labels and decisions; touch nothing")
+    commands.add_parser("build", parents=[common], help="build once, push with retry, verify the digest")
+    commands.add_parser(
+        "consume", parents=[common], help="find, pull by digest and check this commit's image"
+    )
+    commands.add_parser("verify", parents=[common], help="check that an image was built from a given commit")
+    return parser
+
+
+def _check_input_names(command: str, flags: Sequence[str]) -> None:
+    known = KNOWN_INPUTS[command]
+    for flag in flags:
+        name = flag.partition("=")[0].strip().lower().replace("_", "-")
+        if name not in known:
+            raise InputError(
+                f"--input {name}: '{command}' has no such input. Known inputs: {', '.join(sorted(known))}."
+            )
+
+
+def _mask_secrets(inputs: Inputs, console: Console) -> None:
+    # Before anything else is printed: the runner can only hide what it was told about first.
+    for name in ("password",):
+        value = inputs.raw(name)
+        if value:
+            console.mask(value.strip("\r\n"))
+    for entry in inputs.lines("secrets"):
+        _, _, value = entry.partition("=")
+        if value:
+            console.mask(value)
+
+
+def run_plan(call: Invocation) -> None:
+    options = plan_options(call.inputs)
+    context = call.context(options.default_branch)
+    plan = make_plan(context, options, now=datetime.now(timezone.utc))
+    call.console.info(describe(plan))
+    if plan.created_from_clock:
+        call.console.warning(
+            "the commit time is unknown (no head_commit in the payload, no checkout of it in the workspace); "
+            "the created label uses the clock, so a re-run will not reproduce the same image"
+        )
+    call.finish(plan.outputs())
+
+
+def _job(command: str) -> Callable[[Invocation], None]:
+    if command == "plan":
+        return run_plan
+    if command == "build":
+        from buildonce.build import run_build
+
+        return run_build
+    if command == "consume":
+        from buildonce.consume import run_consume
+
+        return run_consume
+    from buildonce.consume import run_verify
+
+    return run_verify
+
+
+def main(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, stdout: TextIO | None = None
+) -> int:
+    args = _parser().parse_args(argv)
+    environment = dict(os.environ if env is None else env)
+    # With --json, stdout carries only the JSON; the readable log goes to stderr.
+    console = Console(stream=(sys.stderr if args.json else (stdout or sys.stdout)))
+    try:
+        inputs = Inputs.from_flags(environment, args.input)
+        _mask_secrets(inputs, console)
+        _check_input_names(args.command, args.input)
+        call = Invocation(args, inputs, environment, console, RunnerFiles.from_env(environment))
+        _job(args.command)(call)
+    except FatalError as exc:
+        console.error(str(exc), title=exc.title)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.error("interrupted", title="buildonce")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Image labels and manifest annotations: the OCI set, ours under a namespace, and the user's."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+
+from buildonce.context import Context
+from buildonce.errors import InputError
+from buildonce.tags import Subject
+
+OCI = "org.opencontainers.image"
+REVISION = f"{OCI}.revision"
+CREATED = f"{OCI}.created"
+DEFAULT_NAMESPACE = "dev.buildonce"
+ANNOTATION_LEVEL = "manifest"
+
+_NAMESPACE = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
+_ANNOTATION_LEVELS = ("index", "manifest", "manifest-descriptor", "index-descriptor")
+
+
+class Keys:
+    """Our label keys under a namespace; build writes them and consume reads them."""
+
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.pr_number = f"{namespace}.pr.number"
+        self.pr_head_sha = f"{namespace}.pr.head-sha"
+        self.branch = f"{namespace}.branch"
+        self.run_url = f"{namespace}.run-url"
+
+
+def check_namespace(namespace: str) -> str:
+    if not _NAMESPACE.fullmatch(namespace):
+        raise InputError(
+            f"input 'label-namespace': {namespace!r} is not a reverse-DNS prefix such as "
+            f"{DEFAULT_NAMESPACE} or com.example.ci (lower-case letters, digits, '.' and '-')."
+        )
+    return namespace
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def computed_labels(
+    context: Context, subject: Subject, *, version: str, created: datetime, namespace: str
+) -> dict[str, str]:
+    """The labels buildonce derives from the context, before anything the user gives."""
+    repo = context.repository
+    labels = {
+        f"{OCI}.title": repo.name,
+        f"{OCI}.description": repo.description,
+        f"{OCI}.url": repo.html_url,
+        f"{OCI}.source": repo.html_url,
+        f"{OCI}.version": version,
+        CREATED: rfc3339(created),
+        REVISION: subject.revision or subject.sha,
+        f"{OCI}.licenses": repo.license,
+    }
+    keys = Keys(namespace)
+    if subject.pr_number is not None:
+        labels[keys.pr_number] = str(subject.pr_number)
+        labels[keys.pr_head_sha] = subject.pr_head_sha
+    if subject.ref_name:
+        labels[keys.branch] = subject.ref_name
+    labels[keys.run_url] = context.run_url
+    return {key: value for key, value in labels.items() if value}
+
+
+def parse_labels(entries: Iterable[str], *, source: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        key = key.strip()
+        if not sep or not key or any(ch.isspace() for ch in key):
+            raise InputError(
+                f"input '{source}': {entry!r} is not a label. Write one key=value per line, "
+                "e.g. org.opencontainers.image.vendor=Acme."
+            )
+        labels[key] = value
+    return labels
+
+
+def merge_labels(*layers: Mapping[str, str]) -> dict[str, str]:
+    """Later layers win by key; the result is sorted by key so every run prints the same order.
+
+    Values are folded onto one line: the ``labels`` output holds one ``key=value`` per line, and a line
+    break inside a value (a payload's description, a crafted ref) would read as another label.
+    """
+    merged: dict[str, str] = {}
+    for layer in layers:
+        merged.update(layer)
+    return {key: _one_line(value) for key, value in sorted(merged.items())}
+
+
+def annotations_for(labels: Mapping[str, str], extra: Iterable[str] = ()) -> list[str]:
+    """OCI labels repeated as manifest annotations (``manifest:key=value``), plus given annotations.
+
+    Given annotations (e.g. from metadata-action) keep their level; ours win where both name the same
+    level and key, since they come from the final labels the user already had the last word on.
+    """
+    merged: dict[tuple[str, str], str] = {}
+    for entry in extra:
+        head, sep, value = entry.partition("=")
+        if not sep:
+            raise InputError(f"annotation {entry!r} is not of the form [level:]key=value.")
+        level, colon, key = head.partition(":")
+        if not colon or not level.startswith(_ANNOTATION_LEVELS):
+            level, key = ANNOTATION_LEVEL, head
+        merged[(level, key)] = value
+    for key, value in labels.items():
+        if key.startswith(f"{OCI}."):
+            merged[(ANNOTATION_LEVEL, key)] = value
+    return [f"{level}:{key}={value}" for (level, key), value in sorted(merged.items())]

@@ -1,0 +1,515 @@
+"""Typed options parsed from the raw inputs, one dataclass per subcommand.
+
+Every input a subcommand knows is listed here with its default, the same string action.yml gives it;
+a test holds action.yml and this table to the same names and defaults. Parsing checks every value and
+names the input in its error, so nothing runs on half-valid settings.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from buildonce.errors import InputError
+from buildonce.labels import DEFAULT_NAMESPACE, check_namespace, parse_labels
+from buildonce.platforms import check_platform
+from buildonce.references import (
+    DIGEST_PATTERN,
+    ImageName,
+    Reference,
+    check_tag,
+    looks_like_reference,
+    parse_image_name,
+    parse_reference,
+)
+from buildonce.tags import PrSha, TagPolicy
+from buildonce.workflow import Inputs
+
+PLAN_INPUTS: dict[str, str] = {
+    "images": "",
+    "tags": "",
+    "labels": "",
+    "annotations": "",
+    "label-namespace": DEFAULT_NAMESPACE,
+    "metadata-json": "",
+    "tag-prefix": "",
+    "tag-suffix": "",
+    "sha-length": "7",
+    "pr-sha": "head",
+    "default-branch": "",
+    "platforms": "",
+    "push": "auto",
+    "load": "auto",
+    "artifact": "auto",
+    "artifact-name": "",
+}
+RETRY_INPUTS: dict[str, str] = {
+    "retry-attempts": "3",
+    "retry-wait-seconds": "10",
+    "timeout-minutes": "25",
+}
+LOGIN_INPUTS: dict[str, str] = {
+    "registry": "",
+    "username": "",
+    "password": "",
+}
+BUILD_INPUTS: dict[str, str] = {
+    **PLAN_INPUTS,
+    "context": ".",
+    "file": "",
+    "build-args": "",
+    "target": "",
+    "cache-from": "",
+    "cache-to": "",
+    "builder": "",
+    "provenance": "",
+    "sbom": "",
+    "secrets": "",
+    "secret-files": "",
+    "secret-envs": "",
+    "no-cache": "false",
+    "pull": "false",
+    "network": "",
+    **RETRY_INPUTS,
+    **LOGIN_INPUTS,
+    "allow-overwrite": "false",
+    "rebuild": "false",
+    "push-via": "auto",
+    "artifact-dir": "",
+    "artifact-compression": "none",
+}
+CONSUME_INPUTS: dict[str, str] = {
+    "image": "",
+    "digest": "",
+    "tag": "",
+    "pr-number": "",
+    "sha": "",
+    "sha-length": "7",
+    "pr-sha": "head",
+    "tag-prefix": "",
+    "tag-suffix": "",
+    "default-branch": "",
+    "label-namespace": DEFAULT_NAMESPACE,
+    "artifact-path": "",
+    "check-freshness": "true",
+    **RETRY_INPUTS,
+    **LOGIN_INPUTS,
+}
+VERIFY_INPUTS: dict[str, str] = {
+    "image": "",
+    "sha": "",
+    "label-namespace": DEFAULT_NAMESPACE,
+    **RETRY_INPUTS,
+    **LOGIN_INPUTS,
+}
+
+_TRUE = frozenset({"true", "True", "TRUE"})
+_FALSE = frozenset({"false", "False", "FALSE"})
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+class Switch(enum.Enum):
+    AUTO = "auto"
+    TRUE = "true"
+    FALSE = "false"
+
+    def decide(self, auto: bool) -> bool:
+        return auto if self is Switch.AUTO else self is Switch.TRUE
+
+
+class PushVia(enum.Enum):
+    AUTO = "auto"
+    ENGINE = "engine"
+    LAYOUT = "layout"
+
+
+class Compression(enum.Enum):
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _value(inputs: Inputs, defaults: dict[str, str], name: str) -> str:
+    return inputs.get(name, defaults[name])
+
+
+def _choice(inputs: Inputs, defaults: dict[str, str], name: str, kind: type[E]) -> E:
+    value = _value(inputs, defaults, name)
+    for member in kind:
+        if member.value == value.lower():
+            return member
+    allowed = ", ".join(str(member.value) for member in kind)
+    raise InputError(f"input '{name}' is {value!r}; it must be one of: {allowed}.")
+
+
+def _bool(inputs: Inputs, defaults: dict[str, str], name: str) -> bool:
+    value = _value(inputs, defaults, name)
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InputError(f"input '{name}' is {value!r}; it must be true or false.")
+
+
+def _int(inputs: Inputs, defaults: dict[str, str], name: str, low: int, high: int) -> int:
+    value = _value(inputs, defaults, name)
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(
+            f"input '{name}' is {value!r}; it must be a whole number from {low} to {high}."
+        ) from None
+    if not low <= number <= high:
+        raise InputError(f"input '{name}' is {number}; it must be from {low} to {high}.")
+    return number
+
+
+def _float(inputs: Inputs, defaults: dict[str, str], name: str, low: float, high: float) -> float:
+    value = _value(inputs, defaults, name)
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(
+            f"input '{name}' is {value!r}; it must be a number from {low:g} to {high:g}."
+        ) from None
+    if not low <= number <= high:
+        raise InputError(f"input '{name}' is {value}; it must be from {low:g} to {high:g}.")
+    return number
+
+
+def _sha(inputs: Inputs, name: str) -> str:
+    value = inputs.get(name).lower()
+    if value and not _SHA.fullmatch(value):
+        raise InputError(f"input '{name}' is {value!r}; give the full 40-character commit sha.")
+    return value
+
+
+def _affix(inputs: Inputs, name: str, pattern: str) -> str:
+    value = inputs.get(name)
+    if value and not re.fullmatch(pattern, value):
+        raise InputError(
+            f"input '{name}' is {value!r}; it may hold only letters, digits, '_', '.' and '-'"
+            + (" and must not start with '.' or '-'." if name == "tag-prefix" else ".")
+        )
+    return value
+
+
+def tag_policy(inputs: Inputs, defaults: dict[str, str]) -> TagPolicy:
+    return TagPolicy(
+        sha_length=_int(inputs, defaults, "sha-length", 7, 40),
+        prefix=_affix(inputs, "tag-prefix", r"[A-Za-z0-9_][A-Za-z0-9._-]*"),
+        suffix=_affix(inputs, "tag-suffix", r"[A-Za-z0-9._-]*"),
+    )
+
+
+@dataclass(frozen=True)
+class MetadataJson:
+    """docker/metadata-action's ``json`` output."""
+
+    tags: tuple[Reference, ...] = ()
+    labels: dict[str, str] | None = None
+    annotations: tuple[str, ...] = ()
+
+
+def parse_metadata_json(text: str) -> MetadataJson:
+    if not text.strip():
+        return MetadataJson()
+    hint = (
+        "Pass docker/metadata-action's json output as it is: metadata-json: ${{ steps.meta.outputs.json }}."
+    )
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"input 'metadata-json' is not valid JSON ({exc.msg} at position {exc.pos}). {hint}"
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(f"input 'metadata-json' is a JSON {type(data).__name__}, not an object. {hint}")
+    tags, labels, annotations = data.get("tags", []), data.get("labels", {}), data.get("annotations", [])
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise InputError(f"input 'metadata-json': 'tags' must be a list of strings. {hint}")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise InputError(f"input 'metadata-json': 'labels' must be an object of strings. {hint}")
+    if not isinstance(annotations, list) or not all(isinstance(a, str) for a in annotations):
+        raise InputError(f"input 'metadata-json': 'annotations' must be a list of strings. {hint}")
+    return MetadataJson(
+        tags=tuple(parse_reference(tag, source="metadata-json") for tag in tags if tag.strip()),
+        labels={str(key): value for key, value in labels.items()},
+        annotations=tuple(annotations),
+    )
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    images: tuple[ImageName, ...]
+    extra_tags: tuple[str, ...]
+    extra_references: tuple[Reference, ...]
+    labels: dict[str, str]
+    annotations: tuple[str, ...]
+    label_namespace: str
+    metadata: MetadataJson
+    policy: TagPolicy
+    pr_sha: PrSha
+    default_branch: str
+    platforms: tuple[str, ...]
+    push: Switch
+    load: Switch
+    artifact: Switch
+    artifact_name: str
+
+
+def plan_options(inputs: Inputs, defaults: dict[str, str] = PLAN_INPUTS) -> PlanOptions:
+    metadata = parse_metadata_json(inputs.get("metadata-json"))
+    images = [parse_image_name(item, source="images") for item in inputs.items("images")]
+    if not images:
+        # After metadata-action, its references already name the images.
+        images = [ref.image for ref in metadata.tags]
+    if not images:
+        raise InputError(
+            "input 'images' is empty. Name at least one image, e.g. images: ghcr.io/acme/app "
+            "(or pass docker/metadata-action's json output as metadata-json)."
+        )
+    extra_tags: list[str] = []
+    extra_refs: list[Reference] = []
+    for entry in inputs.items("tags"):
+        if looks_like_reference(entry):
+            extra_refs.append(parse_reference(entry, source="tags"))
+        else:
+            extra_tags.append(check_tag(entry, source="tags"))
+    artifact_name = inputs.get("artifact-name")
+    if artifact_name and re.search(r'[":<>|*?\\/\r\n]', artifact_name):
+        raise InputError(
+            f"input 'artifact-name' is {artifact_name!r}; an artifact name cannot hold any of "
+            '" : < > | * ? \\ / or a line break.'
+        )
+    return PlanOptions(
+        images=tuple(dict.fromkeys(images)),
+        extra_tags=tuple(dict.fromkeys(extra_tags)),
+        extra_references=tuple(dict.fromkeys(extra_refs)),
+        labels=parse_labels(inputs.lines("labels"), source="labels"),
+        annotations=tuple(inputs.lines("annotations")),
+        label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
+        metadata=metadata,
+        policy=tag_policy(inputs, defaults),
+        pr_sha=_choice(inputs, defaults, "pr-sha", PrSha),
+        default_branch=inputs.get("default-branch"),
+        platforms=tuple(dict.fromkeys(check_platform(item) for item in inputs.items("platforms"))),
+        push=_choice(inputs, defaults, "push", Switch),
+        load=_choice(inputs, defaults, "load", Switch),
+        artifact=_choice(inputs, defaults, "artifact", Switch),
+        artifact_name=artifact_name,
+    )
+
+
+@dataclass(frozen=True)
+class RetryOptions:
+    attempts: int
+    wait_seconds: float
+    timeout_seconds: float
+
+
+def retry_options(inputs: Inputs, defaults: dict[str, str]) -> RetryOptions:
+    return RetryOptions(
+        attempts=_int(inputs, defaults, "retry-attempts", 1, 20),
+        wait_seconds=_float(inputs, defaults, "retry-wait-seconds", 0, 600),
+        timeout_seconds=_float(inputs, defaults, "timeout-minutes", 0.05, 360) * 60,
+    )
+
+
+@dataclass(frozen=True)
+class Login:
+    registry: str
+    username: str
+    password: str = ""
+
+
+def login_options(inputs: Inputs) -> Login | None:
+    registry, username = inputs.get("registry"), inputs.get("username")
+    # Passwords are taken as given: a trailing space may be part of one.
+    password = (inputs.raw("password") or "").strip("\r\n")
+    if not (username or password):
+        return None
+    if not (username and password):
+        missing = "password" if username else "username"
+        raise InputError(
+            f"input '{missing}' is empty while '{'username' if username else 'password'}' is set; "
+            "give both to log in, or neither to use the credentials already in the Docker config."
+        )
+    return Login(registry=registry or "docker.io", username=username, password=password)
+
+
+@dataclass(frozen=True)
+class Secret:
+    id: str
+    value: str = ""
+    src: str = ""
+    env: str = ""
+
+
+def _secrets(inputs: Inputs) -> tuple[Secret, ...]:
+    secrets: list[Secret] = []
+    for name in ("secrets", "secret-files", "secret-envs"):
+        for entry in inputs.lines(name):
+            key, sep, value = entry.partition("=")
+            key = key.strip()
+            if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
+                raise InputError(
+                    f"input '{name}': an entry is not of the form id=value (the value is not shown). "
+                    "Write one id=value per line; the id may hold letters, digits, '_', '.' and '-'."
+                )
+            if name == "secrets":
+                secrets.append(Secret(id=key, value=value))
+            elif name == "secret-files":
+                secrets.append(Secret(id=key, src=value.strip()))
+            else:
+                secrets.append(Secret(id=key, env=value.strip()))
+    return tuple(secrets)
+
+
+def _build_args(inputs: Inputs) -> tuple[str, ...]:
+    args = []
+    for entry in inputs.lines("build-args"):
+        key, sep, _ = entry.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise InputError(
+                f"input 'build-args': {entry!r} is not a build argument. Write one NAME=value per line; "
+                "NAME is letters, digits and '_', not starting with a digit."
+            )
+        args.append(entry)
+    return tuple(args)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    plan: PlanOptions
+    context: str
+    file: str
+    build_args: tuple[str, ...]
+    target: str
+    cache_from: tuple[str, ...]
+    cache_to: tuple[str, ...]
+    builder: str
+    provenance: str
+    sbom: str
+    secrets: tuple[Secret, ...]
+    no_cache: bool
+    pull: bool
+    network: str
+    retry: RetryOptions
+    login: Login | None
+    allow_overwrite: bool
+    rebuild: bool
+    push_via: PushVia
+    artifact_dir: str
+    compression: Compression
+
+
+def build_options(inputs: Inputs) -> BuildOptions:
+    defaults = BUILD_INPUTS
+    return BuildOptions(
+        plan=plan_options(inputs, defaults),
+        context=_value(inputs, defaults, "context"),
+        file=inputs.get("file"),
+        build_args=_build_args(inputs),
+        target=inputs.get("target"),
+        cache_from=tuple(inputs.lines("cache-from")),
+        cache_to=tuple(inputs.lines("cache-to")),
+        builder=inputs.get("builder"),
+        provenance=inputs.get("provenance"),
+        sbom=inputs.get("sbom"),
+        secrets=_secrets(inputs),
+        no_cache=_bool(inputs, defaults, "no-cache"),
+        pull=_bool(inputs, defaults, "pull"),
+        network=inputs.get("network"),
+        retry=retry_options(inputs, defaults),
+        login=login_options(inputs),
+        allow_overwrite=_bool(inputs, defaults, "allow-overwrite"),
+        rebuild=_bool(inputs, defaults, "rebuild"),
+        push_via=_choice(inputs, defaults, "push-via", PushVia),
+        artifact_dir=inputs.get("artifact-dir"),
+        compression=_choice(inputs, defaults, "artifact-compression", Compression),
+    )
+
+
+@dataclass(frozen=True)
+class ConsumeOptions:
+    image: ImageName | None
+    digest: str
+    tag: str
+    pr_number: int | None
+    sha: str
+    policy: TagPolicy
+    pr_sha: PrSha
+    default_branch: str
+    label_namespace: str
+    artifact_path: str
+    check_freshness: bool
+    retry: RetryOptions
+    login: Login | None
+
+
+def _digest(inputs: Inputs, name: str) -> str:
+    value = inputs.get(name)
+    if value and not DIGEST_PATTERN.fullmatch(value):
+        raise InputError(f"input '{name}' is {value!r}; give a digest of the form sha256:<64 hex digits>.")
+    return value
+
+
+def consume_options(inputs: Inputs) -> ConsumeOptions:
+    defaults = CONSUME_INPUTS
+    image_text = inputs.get("image")
+    pr_text = inputs.get("pr-number")
+    if pr_text and not (pr_text.isdigit() and int(pr_text) > 0):
+        raise InputError(f"input 'pr-number' is {pr_text!r}; give the pull request number, e.g. 123.")
+    tag = inputs.get("tag")
+    return ConsumeOptions(
+        image=parse_image_name(image_text, source="image") if image_text else None,
+        digest=_digest(inputs, "digest"),
+        tag=check_tag(tag, source="tag") if tag else "",
+        pr_number=int(pr_text) if pr_text else None,
+        sha=_sha(inputs, "sha"),
+        policy=tag_policy(inputs, defaults),
+        pr_sha=_choice(inputs, defaults, "pr-sha", PrSha),
+        default_branch=inputs.get("default-branch"),
+        label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
+        artifact_path=inputs.get("artifact-path"),
+        check_freshness=_bool(inputs, defaults, "check-freshness"),
+        retry=retry_options(inputs, defaults),
+        login=login_options(inputs),
+    )
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    reference: str
+    sha: str
+    label_namespace: str
+    retry: RetryOptions
+    login: Login | None
+
+
+def verify_options(inputs: Inputs) -> VerifyOptions:
+    defaults = VERIFY_INPUTS
+    reference = inputs.get("image")
+    if not reference:
+        raise InputError(
+            "input 'image' is empty. Give the image to check as name:tag or name@sha256:<digest>."
+        )
+    sha = _sha(inputs, "sha")
+    if not sha:
+        raise InputError(
+            "input 'sha' is empty. Give the full commit sha the image must have been built from."
+        )
+    return VerifyOptions(
+        reference=reference,
+        sha=sha,
+        label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
+        retry=retry_options(inputs, defaults),
+        login=login_options(inputs),
+    )

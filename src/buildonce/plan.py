@@ -1,0 +1,188 @@
+"""The plan: every tag, label and decision for one build, computed without touching Docker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from buildonce.context import Context
+from buildonce.labels import OCI, annotations_for, computed_labels, merge_labels
+from buildonce.options import PlanOptions
+from buildonce.references import ImageName, Reference
+from buildonce.tags import Kind, Subject, TagPlan, plan_tags, subject_of
+
+DEPENDABOT = "dependabot[bot]"
+_LOCAL_KINDS = frozenset({Kind.PULL_REQUEST, Kind.BRANCH, Kind.MERGE_GROUP})
+
+
+@dataclass(frozen=True)
+class Decision:
+    value: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    subject: Subject
+    images: tuple[ImageName, ...]
+    tag_plan: TagPlan
+    references: tuple[Reference, ...]
+    labels: dict[str, str]
+    annotations: tuple[str, ...]
+    platforms: tuple[str, ...]
+    push: Decision
+    load: Decision
+    artifact: Decision
+    artifact_name: str
+    created_from_clock: bool
+
+    @property
+    def immutable_tag(self) -> str:
+        return self.tag_plan.immutable
+
+    @property
+    def version(self) -> str:
+        return self.labels.get(f"{OCI}.version", self.tag_plan.version)
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(ref.tag for ref in self.references))
+
+    @property
+    def immutable_references(self) -> tuple[Reference, ...]:
+        return tuple(ref for ref in self.references if ref.tag == self.immutable_tag)
+
+    def metadata(self) -> dict[str, object]:
+        """The same shape as docker/metadata-action's ``json`` output."""
+        return {
+            "tags": [str(ref) for ref in self.references],
+            "labels": self.labels,
+            "annotations": list(self.annotations),
+        }
+
+    def outputs(self) -> dict[str, str]:
+        return {
+            "tags": "\n".join(str(ref) for ref in self.references),
+            "tag-names": "\n".join(self.tag_names),
+            "labels": "\n".join(f"{key}={value}" for key, value in self.labels.items()),
+            "annotations": "\n".join(self.annotations),
+            "version": self.version,
+            "immutable-tag": self.immutable_tag,
+            "json": json.dumps(self.metadata(), separators=(",", ":")),
+            "push": _flag(self.push.value),
+            "load": _flag(self.load.value),
+            "artifact": _flag(self.artifact.value),
+            "artifact-name": self.artifact_name if self.artifact.value else "",
+        }
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _push_decision(context: Context, options: PlanOptions) -> Decision:
+    pr = context.pull_request
+    if options.push.value != "auto":
+        return Decision(options.push.decide(True), "set by the 'push' input")
+    if context.event_name == "pull_request" and pr is not None:
+        if pr.head_repo != context.repository.full_name:
+            return Decision(
+                False,
+                f"pull request #{pr.number} comes from the fork {pr.head_repo or '(deleted)'}, "
+                "whose GITHUB_TOKEN cannot write packages; the image is kept as an artifact instead",
+            )
+        if context.actor == DEPENDABOT:
+            return Decision(
+                False,
+                "Dependabot pull requests get a read-only GITHUB_TOKEN; the image is kept as an artifact "
+                "instead (set push: true if your registry credentials allow it)",
+            )
+    return Decision(True, "push by default")
+
+
+def make_plan(context: Context, options: PlanOptions, *, now: datetime) -> Plan:
+    """Plan everything for the context; ``now`` serves as ``created`` only when the commit time is unknown."""
+    subject = subject_of(context, pr_sha=options.pr_sha)
+    tag_plan = plan_tags(subject, options.policy)
+    tags = tuple(dict.fromkeys((*tag_plan.tags, *options.extra_tags)))
+    references = [Reference(image, tag) for image in options.images for tag in tags]
+    references += [*options.metadata.tags, *options.extra_references]
+    created = context.commit_time or now
+
+    labels = merge_labels(
+        computed_labels(
+            context, subject, version=tag_plan.version, created=created, namespace=options.label_namespace
+        ),
+        options.metadata.labels or {},
+        options.labels,
+    )
+    annotations = annotations_for(labels, (*options.metadata.annotations, *options.annotations))
+
+    push = _push_decision(context, options)
+    local = subject.kind in _LOCAL_KINDS
+    artifact_auto = local or not push.value
+    artifact = Decision(
+        options.artifact.decide(artifact_auto),
+        "set by the 'artifact' input"
+        if options.artifact.value != "auto"
+        else (
+            "pull request and branch builds keep a fallback artifact"
+            if local
+            else "not pushed, so kept as an artifact"
+            if not push.value
+            else "not needed for this build"
+        ),
+    )
+    load = Decision(
+        options.load.decide(local) or artifact.value,
+        "needed for the artifact"
+        if artifact.value
+        else (
+            "set by the 'load' input"
+            if options.load.value != "auto"
+            else "pull request and branch builds load"
+        ),
+    )
+    artifact_name = options.artifact_name or f"{options.images[0].basename}-{tag_plan.immutable}"
+    return Plan(
+        subject=subject,
+        images=options.images,
+        tag_plan=tag_plan,
+        references=tuple(dict.fromkeys(references)),
+        labels=labels,
+        annotations=tuple(annotations),
+        platforms=options.platforms,
+        push=push,
+        load=load,
+        artifact=artifact,
+        artifact_name=artifact_name,
+        created_from_clock=context.commit_time is None,
+    )
+
+
+def describe(plan: Plan) -> str:
+    """A readable plan for the log."""
+    subject = plan.subject
+    lines = [
+        f"Building {subject.kind.value.replace('_', ' ')} {_what(subject)} at {subject.sha[:12]}",
+        f"  immutable tag: {plan.immutable_tag}",
+        "  references:",
+        *(f"    {ref}" for ref in plan.references),
+        f"  push: {_flag(plan.push.value)} ({plan.push.reason})",
+        f"  load: {_flag(plan.load.value)} ({plan.load.reason})",
+        f"  artifact: {_flag(plan.artifact.value)}"
+        + (f" as {plan.artifact_name}" if plan.artifact.value else "")
+        + f" ({plan.artifact.reason})",
+        "  labels:",
+        *(f"    {key}={value}" for key, value in plan.labels.items()),
+    ]
+    if plan.platforms:
+        lines.insert(3, f"  platforms: {', '.join(plan.platforms)}")
+    return "\n".join(lines)
+
+
+def _what(subject: Subject) -> str:
+    if subject.pr_number is not None:
+        return f"#{subject.pr_number} ({subject.ref_name})" if subject.ref_name else f"#{subject.pr_number}"
+    return subject.ref_name

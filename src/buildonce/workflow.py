@@ -1,0 +1,176 @@
+"""The one adapter between buildonce and the GitHub Actions runner.
+
+Inputs, outputs, the step summary, masks, groups and annotations all go through here; no other module
+prints a workflow command or touches ``GITHUB_OUTPUT``. It formats with actions-toolkit's light modules
+(``command``, ``file_command``), never ``actions_toolkit.core``: that one imports ``requests`` through its
+OIDC client, which would cost a plan about 100 ms of start-up for nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from actions_toolkit.command import Command
+from actions_toolkit.file_command import prepare_key_value_message
+
+from buildonce.errors import InputError
+
+_INPUT_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+class Inputs:
+    """Action inputs as the runner passes them, with ``--input name=value`` flags taking precedence.
+
+    The runner keeps hyphens in the variable name (``INPUT_BUILD-ARGS``); the underscore spelling
+    (``INPUT_BUILD_ARGS``) is what other CI systems and shells can set, so both are looked up.
+    """
+
+    def __init__(self, env: Mapping[str, str], overrides: Mapping[str, str] | None = None) -> None:
+        self._env = env
+        self._overrides = dict(overrides or {})
+
+    @classmethod
+    def from_flags(cls, env: Mapping[str, str], flags: list[str]) -> Inputs:
+        overrides: dict[str, str] = {}
+        for flag in flags:
+            name, sep, value = flag.partition("=")
+            name = name.strip().lower().replace("_", "-")
+            if not sep or not _INPUT_NAME.match(name):
+                raise InputError(
+                    f"--input {flag!r} is not of the form name=value. "
+                    "Write it as --input build-args=FOO=bar (the first '=' ends the name)."
+                )
+            overrides[name] = value
+        return cls(env, overrides)
+
+    def raw(self, name: str) -> str | None:
+        if name in self._overrides:
+            return self._overrides[name]
+        upper = name.upper()
+        for key in (f"INPUT_{upper}", f"INPUT_{upper.replace('-', '_')}"):
+            if key in self._env:
+                return self._env[key]
+        return None
+
+    def get(self, name: str, default: str = "") -> str:
+        """The trimmed value, or ``default`` when the input is unset or blank."""
+        value = (self.raw(name) or "").strip()
+        return value or default
+
+    def lines(self, name: str) -> list[str]:
+        """A newline-separated list, for values that may hold commas (build-args, cache-to, labels)."""
+        return _split(self.raw(name) or "", commas=False)
+
+    def items(self, name: str) -> list[str]:
+        """A list separated by newlines or commas (images, tags, platforms)."""
+        return _split(self.raw(name) or "", commas=True)
+
+    def given(self) -> set[str]:
+        """Names of every input that has a non-blank value, for reporting unknown inputs."""
+        names = {name for name, value in self._overrides.items() if value.strip()}
+        for key, value in self._env.items():
+            if key.startswith("INPUT_") and value.strip():
+                names.add(key[len("INPUT_") :].lower().replace("_", "-"))
+        return names
+
+
+def _split(value: str, *, commas: bool) -> list[str]:
+    parts = re.split(r"[\r\n,]" if commas else r"[\r\n]", value)
+    return [part.strip() for part in parts if part.strip() and not part.strip().startswith("#")]
+
+
+def _command(name: str, message: str, **properties: str) -> str:
+    props = {key: value for key, value in properties.items() if value}
+    return str(Command(name, props, message))
+
+
+@dataclass
+class Console:
+    """Log lines and workflow commands for the step log.
+
+    ``mask`` must be called for every secret before anything else is printed: the runner only hides
+    what it was told about before the secret first appears.
+    """
+
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    _masked: set[str] = field(default_factory=set)
+
+    def _emit(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def mask(self, secret: str) -> None:
+        # The runner matches masks line by line, so a multi-line secret is masked one line at a time.
+        for line in {secret, *secret.splitlines()}:
+            if line.strip() and line not in self._masked:
+                self._masked.add(line)
+                self._emit(_command("add-mask", line))
+
+    def info(self, message: str) -> None:
+        self._emit(message)
+
+    def debug(self, message: str) -> None:
+        self._emit(_command("debug", message))
+
+    def notice(self, message: str, title: str = "") -> None:
+        self._emit(_command("notice", message, title=title))
+
+    def warning(self, message: str, title: str = "") -> None:
+        self._emit(_command("warning", message, title=title))
+
+    def error(self, message: str, title: str = "") -> None:
+        self._emit(_command("error", message, title=title))
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        self._emit(_command("group", title))
+        try:
+            yield
+        finally:
+            self._emit(_command("endgroup", ""))
+
+
+def format_outputs(outputs: Mapping[str, str]) -> str:
+    """Render outputs in the runner's file-command format, each value in its own random heredoc.
+
+    A random delimiter per value means no payload text (a description, a branch name) can end a value
+    early and inject an output of its own, whatever it contains.
+    """
+    return "".join(prepare_key_value_message(name, value) + os.linesep for name, value in outputs.items())
+
+
+@dataclass(frozen=True)
+class RunnerFiles:
+    """The runner's file commands; ``None`` when running outside Actions."""
+
+    output: Path | None
+    summary: Path | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RunnerFiles:
+        def path(name: str) -> Path | None:
+            value = env.get(name, "").strip()
+            return Path(value) if value else None
+
+        return cls(output=path("GITHUB_OUTPUT"), summary=path("GITHUB_STEP_SUMMARY"))
+
+    def write_outputs(self, outputs: Mapping[str, str]) -> None:
+        """Append every output in one write, at the end of a successful run, or nothing at all."""
+        if self.output is None:
+            return
+        text = format_outputs(outputs)
+        with self.output.open("a", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+
+    def write_summary(self, markdown: str) -> None:
+        if self.summary is None:
+            return
+        with self.summary.open("a", encoding="utf-8") as handle:
+            handle.write(markdown.rstrip("\n") + "\n")

@@ -1,0 +1,114 @@
+"""A real Distribution registry (Debian's ``docker-registry``) on 127.0.0.1, for tests and benchmarks.
+
+Each instance has its own storage directory and a free port; with ``users`` it requires htpasswd (bcrypt)
+logins. Loopback registries are plain HTTP, which Docker allows without configuration.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def registry_binary() -> str:
+    found = shutil.which("docker-registry") or shutil.which("registry")
+    if found is None:
+        raise RuntimeError("docker-registry is not installed; run scripts/dev-env up")
+    return found
+
+
+def _htpasswd_line(user: str, password: str) -> str:
+    # bcrypt, as Distribution requires; the password goes through stdin, never argv.
+    result = subprocess.run(
+        ["htpasswd", "-niB", user], input=password, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip() + "\n"
+
+
+class RegistryServer:
+    def __init__(self, root: Path, *, users: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.root = root
+        self.users = users or {}
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def _config(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "data").mkdir(exist_ok=True)
+        auth = ""
+        if self.users:
+            htpasswd = self.root / "htpasswd"
+            htpasswd.write_text(
+                "".join(_htpasswd_line(user, password) for user, password in self.users.items())
+            )
+            auth = f"auth:\n  htpasswd:\n    realm: buildonce-test\n    path: {htpasswd}\n"
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.address}\n" + auth
+        )
+        return config
+
+    def start(self) -> RegistryServer:
+        config = self._config()
+        log = (self.root / "registry.log").open("ab")
+        self.process = subprocess.Popen([registry_binary(), "serve", str(config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"registry exited early; see {self.root / 'registry.log'}")
+            if self._answers():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"registry on {self.address} did not answer in 15 s")
+
+    def _answers(self) -> bool:
+        try:
+            urllib.request.urlopen(f"{self.url}/v2/", timeout=1)  # noqa: S310 - loopback test server
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> RegistryServer:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from events import FIXTURES, runner_env
+from runner_format import commands, parse_outputs
+
+from buildonce.__main__ import main
+
+
+def run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(argv, env=env, stdout=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "out").write_text("")
+    (tmp_path / "summary").write_text("")
+    return {"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+
+
+def test_plan_writes_outputs(runner: dict[str, str]) -> None:
+    env = {**runner_env("pull-request"), **runner, "INPUT_IMAGES": "ghcr.io/acme/widget"}
+    code, log = run(["plan"], env)
+    assert code == 0, log
+    outputs = parse_outputs(Path(runner["GITHUB_OUTPUT"]).read_text())
+    assert outputs["tags"] == "ghcr.io/acme/widget:pr-123-abc1234"
+    assert outputs["immutable-tag"] == "pr-123-abc1234"
+    assert json.loads(outputs["json"])["tags"] == ["ghcr.io/acme/widget:pr-123-abc1234"]
+    assert "immutable tag: pr-123-abc1234" in log
+
+
+def test_flags_override_inputs_and_event(runner: dict[str, str]) -> None:
+    env = {**runner, "GITHUB_SHA": "abc1234def5678abc1234def5678abc1234def56", "INPUT_IMAGES": "x/y"}
+    argv = [
+        "plan",
+        "--event",
+        str(FIXTURES / "push-branch.json"),
+        "--event-name",
+        "push",
+        "--input",
+        "images=ghcr.io/acme/widget",
+        "-i",
+        "sha-length=10",
+    ]
+    code, log = run(argv, env)
+    assert code == 0, log
+    outputs = parse_outputs(Path(runner["GITHUB_OUTPUT"]).read_text())
+    assert outputs["tags"] == "ghcr.io/acme/widget:feature-add-new-feature-abc1234def"
+
+
+def test_json_flag_prints_only_json_on_stdout(tmp_path: Path) -> None:
+    env = {**runner_env("push-default"), "INPUT_IMAGES": "ghcr.io/acme/widget"}
+    result = subprocess.run(
+        [sys.executable, "-m", "buildonce", "plan", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["tag-names"] == "latest\nsha-0123456"
+    assert "immutable tag" in result.stderr
+
+
+BAD_INPUTS = [
+    ({"INPUT_IMAGES": "ghcr.io/Acme/App"}, "images"),
+    ({"INPUT_IMAGES": "a/b", "INPUT_TAGS": "bad tag"}, "tags"),
+    ({"INPUT_IMAGES": "a/b", "INPUT_LABELS": "novalue"}, "labels"),
+    ({"INPUT_IMAGES": "a/b", "INPUT_SHA-LENGTH": "3"}, "sha-length"),
+    ({"INPUT_IMAGES": "a/b", "INPUT_PUSH": "sometimes"}, "push"),
+    ({"INPUT_IMAGES": "a/b", "INPUT_LOAD": "y"}, "load"),
+    ({"INPUT_IMAGES": "a/b", "INPUT_ARTIFACT": "1"}, "artifact"),
+    ({"INPUT_IMAGES": "a/b", "INPUT_PR-SHA": "tip"}, "pr-sha"),
+    ({"INPUT_IMAGES": "a/b", "INPUT_METADATA-JSON": "{oops"}, "metadata-json"),
+    ({"INPUT_IMAGES": ""}, "images"),
+]
+
+
+@pytest.mark.parametrize(("inputs", "name"), BAD_INPUTS)
+def test_bad_input_is_one_error_exit_1_and_no_outputs(
+    runner: dict[str, str], inputs: dict[str, str], name: str
+) -> None:
+    env = {**runner_env("pull-request"), **runner, **inputs}
+    code, log = run(["plan"], env)
+    assert code == 1
+    errors = commands(log, "error")
+    assert len(errors) == 1
+    assert f"'{name}'" in errors[0]
+    assert Path(runner["GITHUB_OUTPUT"]).read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"GITHUB_EVENT_PATH": "/nonexistent/event.json"}, "does not exist"),
+        ({"GITHUB_EVENT_NAME": "issue_comment"}, "not supported"),
+    ],
+)
+def test_bad_context_is_one_error(runner: dict[str, str], change: dict[str, str], fragment: str) -> None:
+    env = {**runner_env("push-branch"), **runner, "INPUT_IMAGES": "a/b", **change}
+    code, log = run(["plan"], env)
+    assert code == 1
+    errors = commands(log, "error")
+    assert len(errors) == 1
+    assert fragment in errors[0]
+    assert Path(runner["GITHUB_OUTPUT"]).read_text() == ""
+
+
+def test_malformed_event_json(runner: dict[str, str], tmp_path: Path) -> None:
+    event = tmp_path / "event.json"
+    event.write_text('{"ref": "refs/heads/x",')
+    env = {**runner_env("push-branch"), **runner, "INPUT_IMAGES": "a/b", "GITHUB_EVENT_PATH": str(event)}
+    code, log = run(["plan"], env)
+    assert code == 1
+    assert "not valid JSON" in commands(log, "error")[0]
+    assert str(event) in commands(log, "error")[0]
+
+
+def test_unknown_input_flag(runner: dict[str, str]) -> None:
+    code, log = run(["plan", "-i", "imagez=a/b"], {**runner_env("push-branch"), **runner})
+    assert code == 1
+    assert "imagez" in commands(log, "error")[0]
+
+
+def test_payload_text_cannot_inject_outputs(runner: dict[str, str], tmp_path: Path) -> None:
+    data = json.loads((FIXTURES / "push-branch.json").read_text())
+    data["repository"]["description"] = (
+        "x\nEOF\nimmutable-tag=pwned\nghadelimiter_x\ndigest<<EOF\nsha256:bad\nEOF"
+    )
+    data["ref"] = "refs/heads/evil\nimmutable-tag=pwned"
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(data))
+    env = {
+        **runner_env("push-branch"),
+        **runner,
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_REF": data["ref"],
+        "INPUT_IMAGES": "a/b",
+        "INPUT_LABELS": "com.acme.note=a<<EOF\ncom.acme.b=EOF",
+    }
+    code, log = run(["plan"], env)
+    assert code == 0, log
+    outputs = parse_outputs(Path(runner["GITHUB_OUTPUT"]).read_text())
+    assert outputs["immutable-tag"] == "evil-immutable-tag-pwned-abc1234"
+    assert "digest" not in outputs
+    assert "pwned" not in outputs["immutable-tag"].split("-abc1234")[1]
+    assert outputs["labels"].count("\n") == len(json.loads(outputs["json"])["labels"]) - 1
+
+
+def test_console_script_and_module_both_run() -> None:
+    for argv in (["buildonce", "--version"], [sys.executable, "-m", "buildonce", "--version"]):
+        exe = (
+            argv if argv[0] != "buildonce" else [str(Path(sys.executable).parent / "buildonce"), "--version"]
+        )
+        result = subprocess.run(exe, capture_output=True, text=True, check=False)
+        assert result.returncode == 0
+        assert result.stdout.startswith("buildonce ")
