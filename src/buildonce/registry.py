@@ -1,0 +1,861 @@
+"""A client for the OCI Distribution HTTP API: look up, read, re-tag and push images.
+
+Each method makes one attempt and turns any failure into a ``RegistryError`` that says whether it is worth
+trying again; the retry policy lives with the caller (``buildonce.retry``). So that a retry is always safe,
+every operation is idempotent: lookups only read, manifests are PUT whole, and a push skips the blobs the
+registry already has.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import requests
+
+from buildonce.errors import ArtifactError, RegistryError
+from buildonce.references import DIGEST_PATTERN, DOCKER_HUB, ImageName, Reference
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
+
+DOCKER_HUB_API = "registry-1.docker.io"
+_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API, "registry.hub.docker.com"})
+_TOKEN_USERNAME = "<token>"  # noqa: S105 - a marker, not a secret
+"""Docker's marker, in place of a user name, for an identity (OAuth refresh) token in place of a password."""
+
+SMALL_BLOB = 1 << 20
+"""Blobs up to this size are read into memory and sent in one PUT; larger ones are streamed from the file."""
+
+_ATTESTATION = "attestation-manifest"
+_DIGEST_ANY = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))')
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+_REASONS = ("Remote end closed connection", "Connection aborted", "Connection reset", "Connection refused")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+    """Never printed, never put in argv; ``repr`` leaves it out so that a stray log line cannot show it."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    media_type: str
+    digest: str
+    raw: bytes = field(repr=False)
+    """The exact bytes: the digest is their hash, so re-serialising the JSON would make another manifest."""
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, media_type: str | None = None) -> Manifest:
+        return cls(media_type or _media_type_in(raw), sha256_digest(raw), raw)
+
+    def json(self) -> dict[str, Any]:
+        data = json.loads(self.raw)
+        if not isinstance(data, dict):
+            raise TypeError(f"manifest {self.digest} is not a JSON object")
+        return data
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A parsed ``WWW-Authenticate`` header: ``basic`` or ``bearer`` with its parameters (realm, service …)."""
+
+    scheme: str
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _Blob:
+    digest: str
+    size: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class _LayoutImage:
+    top: Manifest
+    children: tuple[Manifest, ...]
+    """Every manifest below the top one, each after the manifests it refers to: the order to push them in."""
+    blobs: tuple[_Blob, ...]
+
+
+# --- pure helpers -----------------------------------------------------------------------------------------
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def normalize_registry(name: str) -> str:
+    """A registry key as logins and the Docker config name it: ``https://index.docker.io/v1/`` is docker.io."""
+    host = name.strip()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0].lower()
+    return DOCKER_HUB if host in _HUB_ALIASES else host
+
+
+def api_host(registry: str) -> str:
+    """The host that serves the API; Docker Hub's names say docker.io but its API is elsewhere."""
+    return DOCKER_HUB_API if normalize_registry(registry) == DOCKER_HUB else registry
+
+
+def is_loopback(registry: str) -> bool:
+    host = registry
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url(registry: str) -> str:
+    # Docker talks plain HTTP to loopback registries without any configuration, and HTTPS to all others.
+    scheme = "http" if is_loopback(registry) else "https"
+    return f"{scheme}://{api_host(registry)}"
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """Read the first challenge of a ``WWW-Authenticate`` header (quoted values may hold commas)."""
+    match = re.match(r"\s*([A-Za-z][\w-]*)\s*(.*)", header, re.DOTALL)
+    if match is None:
+        return None
+    scheme, rest = match.group(1).lower(), match.group(2)
+    params: dict[str, str] = {}
+    for param in _CHALLENGE_PARAM.finditer(rest):
+        quoted, bare = param.group(2), param.group(3)
+        params[param.group(1).lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+    return Challenge(scheme, params)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, which holds either seconds or an HTTP-date."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def registry_said(body: bytes, content_type: str = "") -> str:
+    """What the registry said in its ``{"errors": [...]}`` body, in one line; empty when it said nothing."""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("errors"), list):
+        parts = []
+        for error in data["errors"]:
+            if not isinstance(error, dict):
+                continue
+            part = f"{error.get('code', 'UNKNOWN')}: {error.get('message', '')}".rstrip(": ")
+            detail = error.get("detail")
+            if detail:
+                part += f" ({json.dumps(detail) if not isinstance(detail, str) else detail})"
+            parts.append(part)
+        return _shorten("; ".join(parts))
+    if "html" in content_type:
+        return ""
+    return _shorten(body.decode("utf-8", "replace").strip().splitlines()[0]) if body.strip() else ""
+
+
+def error_codes(body: bytes) -> set[str]:
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return set()
+    if not isinstance(data, dict) or not isinstance(data.get("errors"), list):
+        return set()
+    return {str(error.get("code")) for error in data["errors"] if isinstance(error, dict)}
+
+
+def is_attestation(descriptor: Mapping[str, Any]) -> bool:
+    """BuildKit lists provenance and SBOMs in the index as platform unknown/unknown manifests."""
+    annotations = descriptor.get("annotations") or {}
+    platform = descriptor.get("platform") or {}
+    return annotations.get("vnd.docker.reference.type") == _ATTESTATION or (
+        platform.get("os"),
+        platform.get("architecture"),
+    ) == ("unknown", "unknown")
+
+
+def select_manifest(index: Mapping[str, Any], platform: str | None) -> dict[str, Any] | None:
+    """The entry of an index for ``platform`` (``os/arch[/variant]``), or the first image when None."""
+    entries = [entry for entry in index.get("manifests") or [] if isinstance(entry, dict) and "digest" in entry]
+    images = [entry for entry in entries if not is_attestation(entry)]
+    if platform is None:
+        return images[0] if images else None
+    wanted = platform.split("/")
+    for entry in images:
+        have = entry.get("platform") or {}
+        found = [have.get("os"), have.get("architecture"), have.get("variant")]
+        if found[:2] != wanted[:2]:
+            continue
+        if len(wanted) < 3 or found[2] == wanted[2] or (wanted[1:] == ["arm64", "v8"] and not found[2]):
+            return entry
+    return None
+
+
+def platforms_of(index: Mapping[str, Any]) -> list[str]:
+    named = []
+    for entry in index.get("manifests") or []:
+        if isinstance(entry, dict) and not is_attestation(entry):
+            plat = entry.get("platform") or {}
+            named.append(
+                "/".join(part for part in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if part)
+            )
+    return named
+
+
+def default_docker_config(env: Mapping[str, str]) -> Path:
+    """Where the docker CLI keeps config.json: ``$DOCKER_CONFIG``, else ``~/.docker``."""
+    return Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+
+
+def credentials_from_entry(entry: Mapping[str, Any] | None) -> Credentials | None:
+    """Credentials from the Docker SDK's auth entry, which spells keys differently per source."""
+    if not entry:
+        return None
+    token = entry.get("IdentityToken") or entry.get("identitytoken")
+    if token:
+        return Credentials(_TOKEN_USERNAME, str(token))
+    username = entry.get("username") or entry.get("Username")
+    password = entry.get("password") or entry.get("Password")
+    if username and password:
+        return Credentials(str(username), str(password))
+    return None
+
+
+def describe(image: ImageName, reference: str) -> str:
+    return image.with_digest(reference) if _DIGEST_ANY.fullmatch(reference) else image.with_tag(reference)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _declared_media_type(raw: bytes) -> str | None:
+    declared = _json_object(raw).get("mediaType")
+    return declared if isinstance(declared, str) and declared else None
+
+
+def _media_type_in(raw: bytes) -> str:
+    # An OCI manifest or index may leave mediaType out; a "manifests" list still tells an index apart.
+    return _declared_media_type(raw) or (OCI_INDEX if "manifests" in _json_object(raw) else OCI_MANIFEST)
+
+
+def _shorten(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+    return parts._replace(query=query).geturl()
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful end of a requests exception, whose text nests a pool, a URL and object reprs."""
+    text = str(exc)
+    found = _ERRNO.search(text)
+    if found:
+        return found.group(1).strip()
+    for reason in _REASONS:
+        if reason.lower() in text.lower():
+            return reason
+    return type(exc).__name__
+
+
+def _scope(image: ImageName, actions: str) -> str:
+    return f"repository:{image.repository}:{actions}"
+
+
+# --- reading an OCI layout ----------------------------------------------------------------------------------
+
+
+def read_layout(layout: Path) -> _LayoutImage:
+    """The image of an OCI layout directory: its one top-level manifest, what it refers to, and the blobs."""
+    index = _read_layout_json(layout / "index.json", layout)
+    entries = index.get("manifests")
+    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+        count = len(entries) if isinstance(entries, list) else 0
+        raise ArtifactError(f"{layout}/index.json lists {count} manifests; a buildx OCI export lists exactly one.")
+    children: dict[str, Manifest] = {}
+    blobs: dict[str, _Blob] = {}
+    top = _walk_layout(layout, entries[0], children, blobs)
+    return _LayoutImage(top, tuple(children.values()), tuple(blobs.values()))
+
+
+def _read_layout_json(path: Path, layout: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing: {layout} is not an OCI image layout.") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} is not a JSON object.")
+    return data
+
+
+def _layout_blob(layout: Path, descriptor: Mapping[str, Any]) -> _Blob:
+    digest = descriptor.get("digest")
+    # The digest becomes a path; only a well-formed sha256 one may, so that no entry can point outside.
+    if not isinstance(digest, str) or not DIGEST_PATTERN.fullmatch(digest):
+        raise ArtifactError(f"{layout}: a descriptor has an unsupported digest {digest!r}.")
+    path = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+    size = descriptor.get("size")
+    try:
+        actual = path.stat().st_size
+    except FileNotFoundError:
+        raise ArtifactError(f"{layout}: blob {digest} is missing; the layout is incomplete.") from None
+    if isinstance(size, int) and size != actual:
+        raise ArtifactError(f"{layout}: blob {digest} has {actual} bytes, its descriptor says {size}.")
+    return _Blob(digest, actual, path)
+
+
+def _walk_layout(
+    layout: Path, descriptor: Mapping[str, Any], children: dict[str, Manifest], blobs: dict[str, _Blob]
+) -> Manifest:
+    blob = _layout_blob(layout, descriptor)
+    raw = blob.path.read_bytes()
+    manifest = Manifest.from_bytes(raw, descriptor.get("mediaType") or None)
+    if manifest.digest != blob.digest:
+        raise ArtifactError(f"{layout}: manifest {blob.digest} is corrupted (its content hashes to {manifest.digest}).")
+    try:
+        body = manifest.json()
+    except (ValueError, TypeError):
+        raise ArtifactError(f"{layout}: manifest {blob.digest} is not a JSON object.") from None
+    if "manifests" in body:
+        for entry in body["manifests"]:
+            if isinstance(entry, dict) and entry.get("digest") not in children:
+                children[entry["digest"]] = _walk_layout(layout, entry, children, blobs)
+        return manifest
+    for entry in [body.get("config"), *(body.get("layers") or [])]:
+        if not isinstance(entry, dict) or entry.get("digest") in blobs:
+            continue
+        try:
+            blobs[entry["digest"]] = _layout_blob(layout, entry)
+        except ArtifactError:
+            if not entry.get("urls"):
+                raise
+            # A foreign (non-distributable) layer is fetched from its URLs; registries do not hold it.
+    return manifest
+
+
+# --- the client ---------------------------------------------------------------------------------------------
+
+
+class Registry:
+    """One HTTP session to any number of registries, with their credentials and tokens."""
+
+    def __init__(
+        self,
+        *,
+        logins: Mapping[str, Credentials] | None = None,
+        docker_config: Path | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self._logins = {normalize_registry(host): login for host, login in (logins or {}).items()}
+        self._docker_config = docker_config if docker_config is not None else default_docker_config(os.environ)
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = "buildonce"
+        self._config_logins: dict[str, Credentials | None] = {}
+        self._challenges: dict[str, Challenge] = {}
+        self._tokens: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._secrets: set[str] = set()
+        for login in self._logins.values():
+            self._remember_secret(login)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- lookups ------------------------------------------------------------------------------------------
+    def resolve(self, image: ImageName, reference: str) -> str | None:
+        """The manifest digest a tag (or digest) points to; None if the tag or repository does not exist."""
+        what = f"look up {describe(image, reference)}"
+        response = self._lookup("HEAD", image, f"/manifests/{reference}", what, {"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._http_error(response, what, image, "pull")
+        digest = response.headers.get("Docker-Content-Digest", "")
+        if _DIGEST_ANY.fullmatch(digest):
+            return digest
+        # Some registries leave the header off a HEAD; a manifest's digest is the hash of its bytes anyway.
+        manifest = self.get_manifest(image, reference)
+        return manifest.digest if manifest else None
+
+    def get_manifest(self, image: ImageName, reference: str) -> Manifest | None:
+        what = f"read the manifest of {describe(image, reference)}"
+        response = self._lookup("GET", image, f"/manifests/{reference}", what, {"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._http_error(response, what, image, "pull")
+        raw = response.content
+        header_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        manifest = Manifest.from_bytes(raw, _declared_media_type(raw) or header_type or None)
+        if DIGEST_PATTERN.fullmatch(reference) and manifest.digest != reference:
+            raise self._error(f"{what}: {image.registry} served a manifest that hashes to {manifest.digest}.")
+        return manifest
+
+    def image_config(self, image: ImageName, reference: str, platform: str | None = None) -> dict[str, Any] | None:
+        """The image config (labels, env, …) of a tag or digest; of one platform's image for an index."""
+        manifest = self.get_manifest(image, reference)
+        if manifest is None:
+            return None
+        body = self._manifest_json(manifest, image, reference)
+        if manifest.is_index or "manifests" in body:
+            body = self._platform_manifest(image, reference, body, platform)
+        config = body.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
+            raise self._error(f"{describe(image, reference)} is not an image: its manifest names no config blob.")
+        data = _json_object(self._get_blob(image, config["digest"], reference))
+        if not data:
+            raise self._error(f"{describe(image, reference)}: its config blob {config['digest']} is not a JSON object.")
+        return data
+
+    def labels(self, image: ImageName, reference: str) -> dict[str, str] | None:
+        """The image's labels (empty when it has none); None when the tag or repository does not exist."""
+        config = self.image_config(image, reference)
+        if config is None:
+            return None
+        settings = config.get("config")
+        found = settings.get("Labels") if isinstance(settings, dict) else None
+        return {str(key): str(value) for key, value in found.items()} if isinstance(found, dict) else {}
+
+    # --- writes ---------------------------------------------------------------------------------------------
+    def put_manifest(self, image: ImageName, tag: str, manifest: Manifest) -> str:
+        """Store ``manifest`` under ``tag`` (or its digest); returns the digest the registry reports."""
+        what = f"push the manifest {describe(image, tag)}"
+        response = self._send(
+            "PUT",
+            image.registry,
+            f"/v2/{image.repository}/manifests/{tag}",
+            (_scope(image, "pull,push"),),
+            what,
+            headers={"Content-Type": manifest.media_type},
+            body=manifest.raw,
+        )
+        if response.status_code not in (200, 201, 202):
+            raise self._http_error(response, what, image, "push")
+        digest = response.headers.get("Docker-Content-Digest", "")
+        return digest if _DIGEST_ANY.fullmatch(digest) else manifest.digest
+
+    def push_layout(self, layout: Path, references: Sequence[Reference]) -> str:
+        """Push the image of an OCI layout directory to every reference; returns its digest.
+
+        Per repository: the blobs it lacks, then the manifests below the top one by digest, then the top
+        one under each tag, so that no tag ever points at something incomplete.
+        """
+        if not references:
+            raise ValueError("push_layout needs at least one reference")
+        image = read_layout(layout)
+        by_repository: dict[tuple[str, str], list[Reference]] = {}
+        for ref in references:
+            by_repository.setdefault((normalize_registry(ref.image.registry), ref.image.repository), []).append(ref)
+        # A blob already in one repository of a registry can be mounted into another instead of uploaded.
+        pushed_to: dict[str, ImageName] = {}
+        for (registry, _), refs in by_repository.items():
+            target = refs[0].image
+            self._push_blobs(target, image.blobs, pushed_to.get(registry))
+            for child in image.children:
+                self._put_checked(target, child.digest, child)
+            for ref in refs:
+                self._put_checked(target, ref.tag, image.top)
+            pushed_to.setdefault(registry, target)
+        return image.top.digest
+
+    # --- pushing, step by step ------------------------------------------------------------------------------
+    def _put_checked(self, image: ImageName, reference: str, manifest: Manifest) -> None:
+        stored = self.put_manifest(image, reference, manifest)
+        if stored != manifest.digest:
+            raise self._error(
+                f"push the manifest {describe(image, reference)}: {image.registry} stored it as {stored}, not "
+                f"{manifest.digest}; the registry rewrote the manifest, so its digest cannot be kept."
+            )
+
+    def _push_blobs(self, target: ImageName, blobs: Sequence[_Blob], mount_from: ImageName | None) -> None:
+        scopes: tuple[str, ...] = (_scope(target, "pull,push"),)
+        if mount_from is not None:
+            scopes = (*scopes, _scope(mount_from, "pull"))
+        for blob in blobs:
+            if self._has_blob(target, blob, scopes):
+                continue
+            location = self._start_upload(target, blob, mount_from, scopes)
+            if location is not None:
+                self._finish_upload(target, blob, location, scopes)
+
+    def _has_blob(self, target: ImageName, blob: _Blob, scopes: tuple[str, ...]) -> bool:
+        what = f"check for blob {blob.digest} in {target}"
+        response = self._send("HEAD", target.registry, f"/v2/{target.repository}/blobs/{blob.digest}", scopes, what)
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self._http_error(response, what, target, "pull")
+
+    def _start_upload(
+        self, target: ImageName, blob: _Blob, mount_from: ImageName | None, scopes: tuple[str, ...]
+    ) -> str | None:
+        """Open an upload session; None when the registry mounted the blob from ``mount_from`` instead."""
+        path = f"/v2/{target.repository}/blobs/uploads/"
+        if mount_from is not None:
+            path += "?" + urlencode({"mount": blob.digest, "from": mount_from.repository})
+        what = f"upload blob {blob.digest} to {target}"
+        response = self._send("POST", target.registry, path, scopes, what)
+        if response.status_code == 201 and mount_from is not None:
+            return None
+        location = response.headers.get("Location")
+        if response.status_code != 202 or not location:
+            raise self._http_error(response, what, target, "push")
+        return urljoin(response.url, location)
+
+    def _finish_upload(self, target: ImageName, blob: _Blob, location: str, scopes: tuple[str, ...]) -> None:
+        # One PUT with the whole blob; above SMALL_BLOB it streams from the file, so a multi-gigabyte layer
+        # never sits in memory. (BuildKit pushes the same way; every common registry accepts it.)
+        body: bytes | Path = blob.path.read_bytes() if blob.size <= SMALL_BLOB else blob.path
+        what = f"upload blob {blob.digest} to {target}"
+        response = self._send(
+            "PUT",
+            target.registry,
+            _with_query(location, digest=blob.digest),
+            scopes,
+            what,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
+            body=body,
+        )
+        if not 200 <= response.status_code < 300:
+            raise self._http_error(response, what, target, "push")
+
+    # --- reading helpers ------------------------------------------------------------------------------------
+    def _lookup(
+        self, method: str, image: ImageName, suffix: str, what: str, headers: Mapping[str, str]
+    ) -> requests.Response:
+        path = f"/v2/{image.repository}{suffix}"
+        response = self._send(method, image.registry, path, (_scope(image, "pull"),), what, headers=headers)
+        if response.status_code == 401 and self._bearer_with_login(image.registry):
+            # Docker Hub answers a pull token for a repository that does not exist yet with 401, not 404: it
+            # will not say whether someone else's private repository exists. With push scope on one's own
+            # namespace it grants the token, and the lookup gets the 404 that means "not pushed yet".
+            response = self._send(method, image.registry, path, (_scope(image, "pull,push"),), what, headers=headers)
+        return response
+
+    def _bearer_with_login(self, registry: str) -> bool:
+        challenge = self._challenges.get(registry)
+        return challenge is not None and challenge.scheme == "bearer" and self._credentials(registry) is not None
+
+    def _platform_manifest(
+        self, image: ImageName, reference: str, index: Mapping[str, Any], platform: str | None
+    ) -> dict[str, Any]:
+        entry = select_manifest(index, platform)
+        name = describe(image, reference)
+        if entry is None:
+            listed = ", ".join(platforms_of(index)) or "none"
+            raise self._error(f"{name} has no image for {platform or 'any platform'} (it has: {listed}).")
+        child = self.get_manifest(image, entry["digest"])
+        if child is None:
+            raise self._error(f"{name} lists {entry['digest']}, which {image.registry} does not have.")
+        return self._manifest_json(child, image, reference)
+
+    def _get_blob(self, image: ImageName, digest: str, reference: str) -> bytes:
+        what = f"read blob {digest} of {describe(image, reference)}"
+        path = f"/v2/{image.repository}/blobs/{digest}"
+        response = self._send("GET", image.registry, path, (_scope(image, "pull"),), what)
+        if response.status_code != 200:
+            raise self._http_error(response, what, image, "pull")
+        if DIGEST_PATTERN.fullmatch(digest) and sha256_digest(response.content) != digest:
+            raise self._error(f"{what}: {image.registry} served content that does not match the digest.")
+        return response.content
+
+    def _manifest_json(self, manifest: Manifest, image: ImageName, reference: str) -> dict[str, Any]:
+        try:
+            return manifest.json()
+        except (ValueError, TypeError):
+            raise self._error(
+                f"{describe(image, reference)}: {image.registry} served {manifest.digest}, which is not JSON."
+            ) from None
+
+    # --- HTTP and auth --------------------------------------------------------------------------------------
+    def _send(
+        self,
+        method: str,
+        registry: str,
+        path_or_url: str,
+        scopes: tuple[str, ...],
+        what: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | Path | None = None,
+    ) -> requests.Response:
+        """One request, and once more after a 401 that says how to authenticate (anonymous at first)."""
+        url = path_or_url if "://" in path_or_url else base_url(registry) + path_or_url
+        known = self._challenges.get(registry)
+        response = self._attempt(method, url, registry=registry, scopes=scopes, what=what, headers=headers, body=body)
+        if response.status_code != 401 or not self._ours(url, registry):
+            return response
+        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None or challenge.scheme not in ("basic", "bearer"):
+            return response
+        if challenge.scheme == "basic" and (known == challenge or self._credentials(registry) is None):
+            return response  # the credentials were sent and refused, or there are none to send
+        self._challenges[registry] = challenge
+        if challenge.scheme == "bearer":
+            self._tokens[(registry, scopes)] = self._fetch_token(registry, challenge, scopes, what)
+        response.close()
+        return self._attempt(method, url, registry=registry, scopes=scopes, what=what, headers=headers, body=body)
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        *,
+        registry: str,
+        scopes: tuple[str, ...],
+        what: str,
+        headers: Mapping[str, str] | None,
+        body: bytes | Path | None,
+    ) -> requests.Response:
+        sent = {**(headers or {}), **self._authorization(url, registry, scopes, what)}
+        try:
+            if isinstance(body, Path):
+                with body.open("rb") as stream:
+                    return self._request(method, url, headers=sent, data=stream)
+            return self._request(method, url, headers=sent, data=body)
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, what, registry) from exc
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        # Both a connect and a read timeout: a registry that accepts the connection and then hangs is cut
+        # after `timeout` seconds of silence, while a long upload that keeps moving is not.
+        return self._session.request(method, url, timeout=(self._timeout, self._timeout), **kwargs)
+
+    def _ours(self, url: str, registry: str) -> bool:
+        """Whether ``url`` is on the registry's API host: credentials are never sent anywhere else."""
+        return urlsplit(url).netloc.lower() == api_host(registry).lower()
+
+    def _authorization(self, url: str, registry: str, scopes: tuple[str, ...], what: str) -> dict[str, str]:
+        challenge = self._challenges.get(registry)
+        if challenge is None or not self._ours(url, registry):
+            return {}
+        if challenge.scheme == "basic":
+            login = self._credentials(registry)
+            return {"Authorization": self._basic(login)} if login else {}
+        token = self._tokens.get((registry, scopes))
+        if token is None:
+            # The host's challenge is known, so a token for a new scope is fetched up front: a 401 halfway
+            # through a streamed upload would cost the whole upload.
+            token = self._tokens[(registry, scopes)] = self._fetch_token(registry, challenge, scopes, what)
+        return {"Authorization": f"Bearer {token}"}
+
+    def _basic(self, login: Credentials) -> str:
+        encoded = base64.b64encode(f"{login.username}:{login.password}".encode()).decode("ascii")
+        self._secrets.add(encoded)
+        return f"Basic {encoded}"
+
+    def _fetch_token(self, registry: str, challenge: Challenge, scopes: tuple[str, ...], what: str) -> str:
+        realm = challenge.params.get("realm", "")
+        if not realm.startswith(("https://", "http://")):
+            raise self._error(f"{what}: {registry} asked for a bearer token but named no usable realm ({realm!r}).")
+        service = challenge.params.get("service")
+        login = self._credentials(registry)
+        try:
+            if login is not None and login.username == _TOKEN_USERNAME:
+                response = self._refresh_token(realm, service, scopes, login.password)
+            else:
+                params = [("service", service)] if service else []
+                params += [("scope", scope) for scope in scopes]
+                auth = (login.username, login.password) if login else None
+                response = self._request("GET", realm, params=params, auth=auth)
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, f"{what} (token from {urlsplit(realm).netloc})", registry) from exc
+        if response.status_code != 200:
+            raise self._http_error(response, f"{what} (token from {urlsplit(realm).netloc})", None, "pull", registry)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise self._error(f"{what}: the token service of {registry} answered without a token.")
+        self._secrets.add(token)
+        return token
+
+    def _refresh_token(
+        self, realm: str, service: str | None, scopes: tuple[str, ...], refresh: str
+    ) -> requests.Response:
+        # An identity token (what `docker login` stores for some registries, e.g. ACR) is an OAuth2
+        # refresh token: it is exchanged by POST, as the docker CLI does, instead of sent as a password.
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "client_id": "buildonce",
+            "scope": " ".join(scopes),
+        }
+        if service:
+            form["service"] = service
+        return self._request("POST", realm, data=form)
+
+    # --- credentials ----------------------------------------------------------------------------------------
+    def _credentials(self, registry: str) -> Credentials | None:
+        key = normalize_registry(registry)
+        if key in self._logins:
+            return self._logins[key]
+        if key not in self._config_logins:
+            login = self._from_docker_config(key)
+            if login is not None:
+                self._remember_secret(login)
+            self._config_logins[key] = login
+        return self._config_logins[key]
+
+    def _from_docker_config(self, registry: str) -> Credentials | None:
+        """Credentials for ``registry`` as the docker CLI would find them: config.json's ``auths``, or the
+        credential helper it names (``credsStore`` / ``credHelpers``)."""
+        path = self._docker_config / "config.json"
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise self._error(f"cannot read Docker credentials from {path}: {exc}") from None
+        if not isinstance(data, dict) or not any(data.get(key) for key in ("auths", "credsStore", "credHelpers")):
+            return None
+        from docker import auth as docker_auth
+        from docker.errors import DockerException
+
+        try:
+            with warnings.catch_warnings():
+                # The SDK warns when a credential helper is not installed, then fails to use it; the
+                # failure below says so in a message of ours.
+                warnings.simplefilter("ignore")
+                config = docker_auth.load_config(config_dict=dict(data))
+                entry = config.resolve_authconfig(registry)
+        except (DockerException, ValueError) as exc:
+            raise self._error(f"cannot read the Docker credentials for {registry} from {path}: {exc}") from None
+        return credentials_from_entry(entry)
+
+    def _remember_secret(self, login: Credentials) -> None:
+        self._secrets.add(login.password)
+        self._basic(login)
+
+    # --- errors -----------------------------------------------------------------------------------------------
+    def _error(self, message: str, *, transient: bool = False, retry_after: float | None = None) -> RegistryError:
+        return RegistryError(self._redact(message), transient=transient, retry_after=retry_after)
+
+    def _redact(self, text: str) -> str:
+        # Longest first, so that a secret containing another is replaced whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    def _transport_error(self, exc: requests.RequestException, what: str, registry: str) -> RegistryError:
+        if isinstance(exc, requests.Timeout):
+            return self._error(f"{what}: {registry} did not answer within {self._timeout:g} s.", transient=True)
+        if isinstance(exc, requests.exceptions.SSLError) and "certificate" in str(exc).lower():
+            return self._error(
+                f"{what}: the TLS certificate of {registry} is not trusted ({_reason(exc)}). Give the runner the "
+                "registry's CA certificate."
+            )
+        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            return self._error(f"{what}: cannot talk to {registry} ({_reason(exc)}).", transient=True)
+        return self._error(f"{what}: request to {registry} failed ({type(exc).__name__}: {exc}).")
+
+    def _http_error(
+        self,
+        response: requests.Response,
+        what: str,
+        image: ImageName | None,
+        actions: str,
+        registry: str | None = None,
+    ) -> RegistryError:
+        """Classify an unexpected status; permanent messages say what to fix."""
+        status = response.status_code
+        host = registry or (image.registry if image else "the registry")
+        said = registry_said(response.content, response.headers.get("Content-Type", ""))
+        said_text = f" The registry said: {said}." if said else ""
+        if status in {408, 429} or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return self._error(
+                f"{what}: {host} answered HTTP {status}.{said_text}", transient=True, retry_after=retry_after
+            )
+        repository = image.repository if image else "the repository"
+        if status == 401:
+            return self._error(f"{what}: {host} refused access (HTTP 401). {self._login_hint(host)}{said_text}")
+        if status == 403:
+            return self._error(
+                f"{what}: the credentials for {host} lack {actions} access to {repository} (HTTP 403). Grant it, "
+                f"e.g. for GHCR give the job `permissions: packages: write` and the package access to this "
+                f"repository.{said_text}"
+            )
+        if status == 404 and "NAME_UNKNOWN" in error_codes(response.content):
+            return self._error(
+                f"{what}: repository {repository} does not exist on {host}, and this registry does not create "
+                f"repositories on push. Create it first (e.g. an ECR repository) or correct the image name.{said_text}"
+            )
+        return self._error(f"{what}: {host} refused the request (HTTP {status}).{said_text}")
+
+    def _login_hint(self, registry: str) -> str:
+        login = self._logins.get(normalize_registry(registry)) or self._config_logins.get(normalize_registry(registry))
+        if login is None:
+            return (
+                f"No credentials were found for {registry}: log in first with docker/login-action, or give the "
+                "username and password inputs."
+            )
+        who = "the identity token" if login.username == _TOKEN_USERNAME else f"user {login.username!r}"
+        return (
+            f"The credentials of {who} were rejected or give no access: check the username and password or token "
+            "(docker/login-action, or the username and password inputs)."
+        )

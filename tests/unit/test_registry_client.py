@@ -1,0 +1,640 @@
+"""The registry client against an in-process fake registry: auth flows, how failures are classified, secrets."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from registry_server import free_port
+
+from buildonce.errors import ArtifactError, RegistryError
+from buildonce.references import ImageName
+from buildonce.registry import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Credentials,
+    Manifest,
+    Registry,
+    base_url,
+    default_docker_config,
+    normalize_registry,
+    parse_challenge,
+    parse_retry_after,
+    read_layout,
+    registry_said,
+    select_manifest,
+    sha256_digest,
+)
+
+DIGEST = "sha256:" + "ab" * 32
+PASSWORD = "s3cret-Pass-0417"
+
+
+# --- a fake registry -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query)
+
+    @property
+    def authorization(self) -> str:
+        return self.headers.get("authorization", "")
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay: float = 0.0
+
+
+Handle = Callable[[Seen], Reply]
+
+
+class FakeRegistry(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, handle: Handle) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.handle = handle
+        self.seen: list[Seen] = []
+        # A short poll interval, so that shutting the server down at the end of a test is quick.
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+    def image(self, repository: str = "team/app") -> ImageName:
+        return ImageName(f"{self.address}/{repository}")
+
+    def requests_to(self, path: str) -> list[Seen]:
+        return [seen for seen in self.seen if seen.path == path]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out closes the connection under the handler; that is the test
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        fake = self.server
+        assert isinstance(fake, FakeRegistry)
+        length = int(self.headers.get("Content-Length") or 0)
+        seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+        fake.seen.append(seen)
+        reply = fake.handle(seen)
+        time.sleep(reply.delay)
+        self.send_response(reply.status)
+        for key, value in reply.headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(reply.body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _serve  # noqa: N815 - the names http.server calls
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Handle], FakeRegistry]]:
+    started: list[FakeRegistry] = []
+
+    def start(handle: Handle) -> FakeRegistry:
+        fake = FakeRegistry(handle)
+        fake.thread.start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.shutdown()
+        fake.server_close()
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
+    """Registries that read credentials only from what the test gives (an empty Docker config by default)."""
+    made: list[Registry] = []
+
+    def make(**kwargs: Any) -> Registry:
+        kwargs.setdefault("docker_config", tmp_path / "empty-docker-config")
+        registry = Registry(**kwargs)
+        made.append(registry)
+        return registry
+
+    yield make
+    for registry in made:
+        registry.close()
+
+
+def manifest_reply(seen: Seen) -> Reply:
+    return Reply(200, {"Docker-Content-Digest": DIGEST, "Content-Type": OCI_MANIFEST}, b"{}")
+
+
+def errors_body(code: str, message: str) -> bytes:
+    return json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def basic_registry(user: str, password: str) -> Handle:
+    def handle(seen: Seen) -> Reply:
+        if seen.authorization != basic(user, password):
+            return Reply(401, {"WWW-Authenticate": 'Basic realm="fake"'}, errors_body("UNAUTHORIZED", "login"))
+        return manifest_reply(seen)
+
+    return handle
+
+
+def bearer_registry(tokens: dict[str, str], user: str | None = None, password: str | None = None) -> Handle:
+    """A registry whose token service hands out ``tok/<scope>``; ``tokens`` records each request's scope."""
+
+    def handle(seen: Seen) -> Reply:
+        if seen.path == "/token":
+            if user is not None and seen.authorization != basic(user, password or ""):
+                return Reply(401, {}, errors_body("UNAUTHORIZED", f"bad login {seen.authorization}"))
+            scopes = " ".join(seen.query.get("scope", []))
+            tokens[scopes] = seen.query.get("service", [""])[0]
+            return Reply(200, {"Content-Type": "application/json"}, json.dumps({"token": f"tok/{scopes}"}).encode())
+        wanted = "pull,push" if seen.method in ("PUT", "POST") else "pull"
+        if not seen.authorization.startswith("Bearer tok/") or not seen.authorization.endswith(wanted):
+            address = seen.headers["host"]
+            challenge = (
+                f'Bearer realm="http://{address}/token",service="fake-registry",scope="repository:team/app:pull"'
+            )
+            return Reply(401, {"WWW-Authenticate": challenge}, errors_body("UNAUTHORIZED", "token needed"))
+        if seen.method == "PUT":
+            return Reply(201, {"Docker-Content-Digest": sha256_digest(seen.body)})
+        return manifest_reply(seen)
+
+    return handle
+
+
+# --- auth ------------------------------------------------------------------------------------------------
+
+
+def test_bearer_token_is_fetched_with_scope_and_cached(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    tokens: dict[str, str] = {}
+    fake = serve(bearer_registry(tokens, "ci-bot", PASSWORD))
+    registry = client(logins={fake.address: Credentials("ci-bot", PASSWORD)})
+
+    assert registry.resolve(fake.image(), "v1") == DIGEST
+    assert registry.resolve(fake.image(), "v2") == DIGEST
+    assert tokens == {"repository:team/app:pull": "fake-registry"}
+    token_requests = fake.requests_to("/token")
+    assert len(token_requests) == 1
+    assert token_requests[0].authorization == basic("ci-bot", PASSWORD)
+    # One 401 to learn the challenge, then every request carries the cached token.
+    statuses = [seen.authorization for seen in fake.seen if seen.path.startswith("/v2/")]
+    assert statuses == ["", "Bearer tok/repository:team/app:pull", "Bearer tok/repository:team/app:pull"]
+
+    manifest = Manifest.from_bytes(b'{"schemaVersion":2}', OCI_MANIFEST)
+    assert registry.put_manifest(fake.image(), "v3", manifest) == manifest.digest
+    assert "repository:team/app:pull,push" in tokens
+    assert len(fake.requests_to("/token")) == 2
+    put = fake.requests_to("/v2/team/app/manifests/v3")
+    assert [seen.headers["content-type"] for seen in put] == [OCI_MANIFEST]  # token fetched before the PUT
+
+
+def test_anonymous_bearer_token_and_access_token_field(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    def handle(seen: Seen) -> Reply:
+        if seen.path == "/token":
+            return Reply(200, {}, json.dumps({"access_token": "anon-token"}).encode())
+        if seen.authorization != "Bearer anon-token":
+            return Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{seen.headers["host"]}/token"'})
+        return manifest_reply(seen)
+
+    fake = serve(handle)
+    assert client().resolve(fake.image(), "v1") == DIGEST
+    (token_request,) = fake.requests_to("/token")
+    assert token_request.authorization == ""
+    assert token_request.query["scope"] == ["repository:team/app:pull"]
+
+
+def test_basic_auth_is_sent_after_the_challenge(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    fake = serve(basic_registry("ci-bot", PASSWORD))
+    registry = client(logins={fake.address: Credentials("ci-bot", PASSWORD)})
+    assert registry.resolve(fake.image(), "v1") == DIGEST
+    assert registry.resolve(fake.image(), "v2") == DIGEST
+    assert [seen.authorization for seen in fake.seen] == ["", basic("ci-bot", PASSWORD), basic("ci-bot", PASSWORD)]
+
+
+def test_docker_config_credentials(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry], tmp_path: Path
+) -> None:
+    fake = serve(basic_registry("cfg-user", "cfg-pass-123"))
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    auth = base64.b64encode(b"cfg-user:cfg-pass-123").decode()
+    (config / "config.json").write_text(json.dumps({"auths": {fake.address: {"auth": auth}}}))
+    assert client(docker_config=config).resolve(fake.image(), "v1") == DIGEST
+
+
+def test_docker_config_from_the_environment(
+    serve: Callable[[Handle], FakeRegistry], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = serve(basic_registry("env-user", "env-pass-123"))
+    auth = base64.b64encode(b"env-user:env-pass-123").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {f"http://{fake.address}/v2/": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert default_docker_config(os.environ) == tmp_path
+    with Registry() as registry:
+        assert registry.resolve(fake.image(), "v1") == DIGEST
+
+
+def test_explicit_logins_win_over_the_docker_config(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry], tmp_path: Path
+) -> None:
+    fake = serve(basic_registry("input-user", PASSWORD))
+    auth = base64.b64encode(b"stale-user:stale-pass").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {fake.address: {"auth": auth}}}))
+    registry = client(docker_config=tmp_path, logins={fake.address: Credentials("input-user", PASSWORD)})
+    assert registry.resolve(fake.image(), "v1") == DIGEST
+
+
+def test_credential_helper(
+    serve: Callable[[Handle], FakeRegistry],
+    client: Callable[..., Registry],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = serve(basic_registry("helper-user", "helper-pass-123"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-fake"
+    helper.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "server = sys.stdin.read().strip()\n"
+        f"if sys.argv[1] == 'get' and server == {fake.address!r}:\n"
+        "    print(json.dumps({'ServerURL': server, 'Username': 'helper-user', 'Secret': 'helper-pass-123'}))\n"
+        "else:\n"
+        "    print('credentials not found in native keychain'); sys.exit(1)\n"
+    )
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"credsStore": "fake"}))
+    assert client(docker_config=config).resolve(fake.image(), "v1") == DIGEST
+
+
+def test_a_lookup_denied_with_a_pull_token_is_retried_with_push_scope(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    # Docker Hub answers 401, not 404, for a repository that does not exist yet and a pull-only token.
+    def handle(seen: Seen) -> Reply:
+        if seen.path == "/token":
+            return Reply(200, {}, json.dumps({"token": "tok/" + seen.query["scope"][0]}).encode())
+        if seen.authorization.endswith(":pull,push"):
+            return Reply(404, {}, errors_body("NAME_UNKNOWN", "repository name not known to registry"))
+        challenge = f'Bearer realm="http://{seen.headers["host"]}/token",service="hub"'
+        return Reply(401, {"WWW-Authenticate": challenge}, errors_body("UNAUTHORIZED", "authentication required"))
+
+    fake = serve(handle)
+    registry = client(logins={fake.address: Credentials("ci-bot", PASSWORD)})
+    assert registry.resolve(fake.image(), "v1") is None
+    assert [seen.query["scope"] for seen in fake.requests_to("/token")] == [
+        ["repository:team/app:pull"],
+        ["repository:team/app:pull,push"],
+    ]
+
+
+def test_identity_token_is_exchanged_as_a_refresh_token(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry], tmp_path: Path
+) -> None:
+    def handle(seen: Seen) -> Reply:
+        if seen.path == "/token":
+            form = parse_qs(seen.body.decode())
+            ok = seen.method == "POST" and form.get("refresh_token") == ["refresh-me-123"]
+            return Reply(200, {}, json.dumps({"access_token": "from-refresh"}).encode()) if ok else Reply(401)
+        if seen.authorization != "Bearer from-refresh":
+            return Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{seen.headers["host"]}/token"'})
+        return manifest_reply(seen)
+
+    fake = serve(handle)
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {fake.address: {"identitytoken": "refresh-me-123"}}}))
+    assert client(docker_config=tmp_path).resolve(fake.image(), "v1") == DIGEST
+    (token_request,) = fake.requests_to("/token")
+    assert parse_qs(token_request.body.decode())["grant_type"] == ["refresh_token"]
+
+
+# --- failures --------------------------------------------------------------------------------------------
+
+
+def fail_with(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Handle:
+    return lambda seen: Reply(status, headers or {}, body)
+
+
+def error_of(call: Callable[[], object]) -> RegistryError:
+    with pytest.raises(RegistryError) as caught:
+        call()
+    return caught.value
+
+
+def test_429_with_retry_after_seconds_is_transient(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    fake = serve(fail_with(429, {"Retry-After": "7"}, errors_body("TOOMANYREQUESTS", "slow down")))
+    error = error_of(lambda: client().resolve(fake.image(), "v1"))
+    assert error.transient
+    assert error.retry_after == 7
+    assert fake.address in str(error)
+    assert "team/app:v1" in str(error)
+
+
+def test_429_with_retry_after_date_is_transient(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    fake = serve(fail_with(429, {"Retry-After": when}))
+    error = error_of(lambda: client().get_manifest(fake.image(), "v1"))
+    assert error.transient
+    assert error.retry_after is not None
+    assert 100 < error.retry_after <= 120
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_are_transient(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry], status: int
+) -> None:
+    fake = serve(fail_with(status))
+    error = error_of(lambda: client().resolve(fake.image(), "v1"))
+    assert error.transient
+    assert error.retry_after is None
+    assert f"HTTP {status}" in str(error)
+
+
+def test_401_without_credentials_says_to_log_in(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    fake = serve(basic_registry("ci-bot", PASSWORD))
+    error = error_of(lambda: client().resolve(fake.image(), "v1"))
+    assert not error.transient
+    assert "No credentials were found" in str(error)
+    assert "docker/login-action" in str(error)
+    assert len(fake.seen) == 1  # nothing to send, so no second try
+
+
+def test_401_with_wrong_password_is_permanent_and_hides_it(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    fake = serve(basic_registry("ci-bot", "the-right-one"))
+    registry = client(logins={fake.address: Credentials("ci-bot", PASSWORD)})
+    error = error_of(lambda: registry.resolve(fake.image(), "v1"))
+    assert not error.transient
+    assert "rejected" in str(error)
+    assert "'ci-bot'" in str(error)
+    assert PASSWORD not in str(error)
+    assert base64.b64encode(f"ci-bot:{PASSWORD}".encode()).decode() not in str(error)
+
+
+def test_secrets_echoed_by_a_token_service_are_redacted(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    # The fake token service repeats the Authorization header it got in its error body.
+    fake = serve(bearer_registry({}, "ci-bot", "the-right-one"))
+    registry = client(logins={fake.address: Credentials("ci-bot", PASSWORD)})
+    error = error_of(lambda: registry.resolve(fake.image(), "v1"))
+    assert not error.transient
+    assert "bad login Basic ***" in str(error)
+    assert PASSWORD not in str(error)
+    assert PASSWORD not in repr(Credentials("ci-bot", PASSWORD))
+
+
+def test_403_names_the_missing_scope(serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]) -> None:
+    fake = serve(fail_with(403, {}, errors_body("DENIED", "permission_denied: write_package")))
+    manifest = Manifest.from_bytes(b"{}", OCI_MANIFEST)
+    error = error_of(lambda: client().put_manifest(fake.image(), "v1", manifest))
+    assert not error.transient
+    assert "lack push access to team/app" in str(error)
+    assert "packages: write" in str(error)
+    assert "DENIED: permission_denied: write_package" in str(error)
+
+
+def test_404_on_a_lookup_is_none(serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]) -> None:
+    fake = serve(fail_with(404, {}, errors_body("NAME_UNKNOWN", "repository name not known to registry")))
+    registry = client()
+    assert registry.resolve(fake.image(), "v1") is None
+    assert registry.get_manifest(fake.image(), "v1") is None
+    assert registry.labels(fake.image(), "v1") is None
+
+
+def test_404_name_unknown_on_push_says_to_create_the_repository(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    fake = serve(fail_with(404, {}, errors_body("NAME_UNKNOWN", "repository name not known to registry")))
+    error = error_of(lambda: client().put_manifest(fake.image(), "v1", Manifest.from_bytes(b"{}")))
+    assert not error.transient
+    assert "repository team/app does not exist" in str(error)
+    assert "Create it first" in str(error)
+
+
+def test_400_says_what_the_registry_said(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    fake = serve(fail_with(400, {}, errors_body("MANIFEST_INVALID", "manifest invalid")))
+    error = error_of(lambda: client().put_manifest(fake.image(), "v1", Manifest.from_bytes(b"{}")))
+    assert not error.transient
+    assert "MANIFEST_INVALID: manifest invalid" in str(error)
+    assert f"{fake.address}/team/app:v1" in str(error)
+
+
+def test_connection_refused_is_transient(client: Callable[..., Registry]) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    error = error_of(lambda: client().resolve(ImageName(f"{address}/app"), "v1"))
+    assert error.transient
+    assert "Connection refused" in str(error)
+    assert address in str(error)
+
+
+def test_a_hung_response_times_out_as_transient(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    fake = serve(lambda seen: Reply(200, {"Docker-Content-Digest": DIGEST}, delay=2))
+    started = time.monotonic()
+    error = error_of(lambda: client(timeout=0.3).resolve(fake.image(), "v1"))
+    assert error.transient
+    assert "did not answer within 0.3 s" in str(error)
+    assert time.monotonic() - started < 1.5
+
+
+# --- reading images --------------------------------------------------------------------------------------
+
+
+def test_labels_of_an_index_skip_attestations(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    def config(arch: str) -> bytes:
+        return json.dumps({"architecture": arch, "config": {"Labels": {"arch": arch}}}).encode()
+
+    def image(arch: str) -> bytes:
+        return json.dumps({"mediaType": OCI_MANIFEST, "config": {"digest": sha256_digest(config(arch))}}).encode()
+
+    attestation = {
+        "digest": DIGEST,
+        "platform": {"os": "unknown", "architecture": "unknown"},
+        "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+    }
+    index = json.dumps(
+        {
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                attestation,
+                {"digest": sha256_digest(image("amd64")), "platform": {"os": "linux", "architecture": "amd64"}},
+                {"digest": sha256_digest(image("arm64")), "platform": {"os": "linux", "architecture": "arm64"}},
+            ],
+        }
+    ).encode()
+    blobs = {sha256_digest(body): body for body in (index, image("amd64"), image("arm64"), config("amd64"))}
+    blobs[sha256_digest(config("arm64"))] = config("arm64")
+
+    def handle(seen: Seen) -> Reply:
+        name = seen.path.rsplit("/", 1)[-1]
+        body = index if name == "v1" else blobs.get(name)
+        return Reply(200, {}, body) if body is not None else Reply(404)
+
+    fake = serve(handle)
+    registry = client()
+    assert registry.labels(fake.image(), "v1") == {"arch": "amd64"}
+    arm = registry.image_config(fake.image(), "v1", "linux/arm64")
+    assert arm is not None
+    assert arm["architecture"] == "arm64"
+    with pytest.raises(RegistryError, match=r"no image for linux/s390x \(it has: linux/amd64, linux/arm64\)"):
+        registry.image_config(fake.image(), "v1", "linux/s390x")
+
+
+# --- pure helpers ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("registry", "url"),
+    [
+        ("127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("127.1.2.3", "http://127.1.2.3"),
+        ("localhost:5000", "http://localhost:5000"),
+        ("[::1]:5000", "http://[::1]:5000"),
+        ("ghcr.io", "https://ghcr.io"),
+        ("registry.example.com:5000", "https://registry.example.com:5000"),
+        ("docker.io", "https://registry-1.docker.io"),
+    ],
+)
+def test_base_url(registry: str, url: str) -> None:
+    assert base_url(registry) == url
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("https://index.docker.io/v1/", "docker.io"),
+        ("GHCR.io", "ghcr.io"),
+        ("http://127.0.0.1:5000/v2/", "127.0.0.1:5000"),
+    ],
+)
+def test_normalize_registry(name: str, key: str) -> None:
+    assert normalize_registry(name) == key
+
+
+def test_parse_challenge_with_quoted_commas() -> None:
+    header = 'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push"'
+    challenge = parse_challenge(header)
+    assert challenge is not None
+    assert challenge.scheme == "bearer"
+    assert dict(challenge.params) == {
+        "realm": "https://auth.example/token",
+        "service": "registry.example",
+        "scope": "repository:a/b:pull,push",
+    }
+    basic_challenge = parse_challenge('Basic realm="Registry Realm"')
+    assert basic_challenge is not None
+    assert basic_challenge.scheme == "basic"
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("30") == 30
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480) == 30
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480) == 0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_registry_said() -> None:
+    body = json.dumps({"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown", "detail": "sha256:1"}]})
+    assert registry_said(body.encode()) == "BLOB_UNKNOWN: blob unknown (sha256:1)"
+    assert registry_said(b"<html>oops</html>", "text/html") == ""
+    assert registry_said(b"") == ""
+
+
+def test_select_manifest() -> None:
+    index: dict[str, Any] = {
+        "manifests": [
+            {"digest": "a", "platform": {"os": "unknown", "architecture": "unknown"}},
+            {"digest": "b", "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+            {"digest": "c", "platform": {"os": "linux", "architecture": "arm64"}},
+        ]
+    }
+    assert (select_manifest(index, None) or {})["digest"] == "b"
+    assert (select_manifest(index, "linux/arm64/v8") or {})["digest"] == "c"
+    assert (select_manifest(index, "linux/arm/v7") or {})["digest"] == "b"
+    assert select_manifest(index, "linux/arm/v6") is None
+    assert select_manifest({"manifests": [index["manifests"][0]]}, None) is None
+
+
+def test_manifest_digest_and_json() -> None:
+    manifest = Manifest.from_bytes(b'{"schemaVersion":2,"manifests":[]}')
+    assert manifest.media_type == OCI_INDEX
+    assert manifest.is_index
+    assert manifest.digest == sha256_digest(manifest.raw)
+    assert manifest.json() == {"schemaVersion": 2, "manifests": []}
+
+
+def test_a_layout_with_two_top_level_manifests_is_refused(tmp_path: Path) -> None:
+    entry = {"mediaType": OCI_MANIFEST, "digest": DIGEST, "size": 2}
+    (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry, entry]}))
+    with pytest.raises(ArtifactError, match="lists 2 manifests"):
+        read_layout(tmp_path)
+
+
+def test_a_layout_with_a_missing_blob_is_refused(tmp_path: Path) -> None:
+    entry = {"mediaType": OCI_MANIFEST, "digest": DIGEST, "size": 2}
+    (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    with pytest.raises(ArtifactError, match="is missing"):
+        read_layout(tmp_path)
