@@ -32,9 +32,7 @@ def registry_binary() -> str:
 
 def _htpasswd_line(user: str, password: str) -> str:
     # bcrypt, as Distribution requires; the password goes through stdin, never argv.
-    result = subprocess.run(
-        ["htpasswd", "-niB", user], input=password, capture_output=True, text=True, check=True
-    )
+    result = subprocess.run(["htpasswd", "-niB", user], input=password, capture_output=True, text=True, check=True)
     return result.stdout.strip() + "\n"
 
 
@@ -59,9 +57,7 @@ class RegistryServer:
         auth = ""
         if self.users:
             htpasswd = self.root / "htpasswd"
-            htpasswd.write_text(
-                "".join(_htpasswd_line(user, password) for user, password in self.users.items())
-            )
+            htpasswd.write_text("".join(_htpasswd_line(user, password) for user, password in self.users.items()))
             auth = f"auth:\n  htpasswd:\n    realm: buildonce-test\n    path: {htpasswd}\n"
         config = self.root / "config.yml"
         config.write_text(
@@ -75,8 +71,8 @@ class RegistryServer:
 
     def start(self) -> RegistryServer:
         config = self._config()
-        log = (self.root / "registry.log").open("ab")
-        self.process = subprocess.Popen([registry_binary(), "serve", str(config)], stdout=log, stderr=log)
+        with (self.root / "registry.log").open("ab") as log:
+            self.process = subprocess.Popen([registry_binary(), "serve", str(config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
