@@ -1,0 +1,326 @@
+"""``buildonce build``: build once, push with retry, verify the digest, keep an artifact.
+
+The order matters: check the immutable tags before building (a taken tag fails before any work, a tag
+already holding this commit's image means there is nothing to build), build exactly once, then push and
+verify with retries that only ever repeat registry work.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from buildonce.artifact import Artifact, write_artifact
+from buildonce.buildx import (
+    Builder,
+    Output,
+    build_command,
+    check_paths,
+    docker_config_with_login,
+    inspect_builder,
+    source_date_epoch,
+)
+from buildonce.buildx import (
+    run_build as run_buildx,
+)
+from buildonce.engine import Engine
+from buildonce.errors import ImmutableTagError, InputError, VerificationError
+from buildonce.labels import REVISION, Keys
+from buildonce.layout import layout_size, layout_tar
+from buildonce.options import BuildOptions, PushVia, build_options
+from buildonce.plan import Plan, describe, make_plan
+from buildonce.references import ImageName, Reference
+from buildonce.registry import Credentials, Registry
+from buildonce.report import BuildReport
+from buildonce.retry import RetryPolicy
+from buildonce.tags import Subject
+from buildonce.workflow import Console
+
+if TYPE_CHECKING:
+    from buildonce.__main__ import Invocation
+
+PUSH_WORKERS = 4
+SAVE_CHUNK = 1 << 20
+T = TypeVar("T")
+
+
+def run_build(call: Invocation) -> None:
+    options = build_options(call.inputs)
+    context = call.context(options.plan.default_branch)
+    plan = make_plan(context, options.plan, now=datetime.now(timezone.utc))
+    console = call.console
+    console.info(describe(plan))
+    if not plan.push.value and plan.push.reason != "set by the 'push' input":
+        console.notice(f"Not pushing: {plan.push.reason}.", title="buildonce")
+    cwd = Path.cwd()
+    check_paths(options, cwd)
+
+    engine = Engine.connect(call.env)
+    builder = inspect_builder(options.builder, call.env)
+    output = choose_output(options.push_via, builder, engine, plan)
+    policy = RetryPolicy(
+        attempts=options.retry.attempts,
+        wait_seconds=options.retry.wait_seconds,
+        timeout_seconds=options.retry.timeout_seconds,
+        on_retry=lambda message: console.warning(message, title="Retrying"),
+    )
+    login = options.login
+    logins = {login.registry: Credentials(login.username, login.password)} if login else {}
+    config_dir = Path(call.env["DOCKER_CONFIG"]) if call.env.get("DOCKER_CONFIG") else None
+    registry = Registry(logins=logins, docker_config=config_dir, timeout=min(300, policy.timeout_seconds))
+    if login:
+        engine.login(login)
+
+    job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
+    commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
+    with ExitStack() as stack:
+        temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
+        scratch = Path(stack.enter_context(temp))
+        reusable = job.check_immutable_tags() if plan.push.value else None
+        if reusable and not options.rebuild:
+            report = job.reuse(reusable)
+        else:
+            build_env = stack.enter_context(docker_config_with_login(call.env, options.login))
+            report = job.build(output, scratch, cwd, build_env, source_date_epoch(call.env, commit_epoch))
+        if plan.artifact.value:
+            report.artifact = job.save_artifact(_artifact_dir(options, call.env))
+            console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
+    registry.close()
+    engine.close()
+    call.console.info(f"digest: {report.digest or '(not pushed)'}")
+    call.finish(report.outputs(), report.summary())
+
+
+def choose_output(push_via: PushVia, builder: Builder, engine: Engine, plan: Plan) -> Output:
+    """Build into the engine when it can hold the result (the docker driver; several platforms need the
+    containerd store), else into an OCI layout that buildonce pushes itself. Either way the build runs once
+    and a push fault only ever repeats the push."""
+    if push_via is PushVia.LAYOUT:
+        return Output.LAYOUT
+    engine_can = builder.exports_to_engine and (len(plan.platforms) <= 1 or engine.containerd_store)
+    if push_via is PushVia.ENGINE:
+        if not engine_can:
+            raise InputError(
+                f"input 'push-via' is engine, but the builder {builder.name!r} ({builder.driver} driver) cannot "
+                "build this image into the engine's image store. Use push-via: auto."
+            )
+        return Output.ENGINE
+    return Output.ENGINE if engine_can else Output.LAYOUT
+
+
+def _artifact_dir(options: BuildOptions, env: Mapping[str, str]) -> Path:
+    if options.artifact_dir:
+        return Path(options.artifact_dir)
+    return Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "buildonce-artifacts"
+
+
+def commit_of(subject: Subject, labels: dict[str, str], keys: Keys) -> str:
+    """The commit an image was built for, as its labels tell, in the terms the subject's tag uses."""
+    if subject.pr_number is not None and subject.sha == subject.pr_head_sha:
+        return labels.get(keys.pr_head_sha) or labels.get(REVISION, "")
+    return labels.get(REVISION, "")
+
+
+@dataclass
+class BuildJob:
+    plan: Plan
+    options: BuildOptions
+    console: Console
+    engine: Engine
+    registry: Registry
+    policy: RetryPolicy
+    keys: Keys
+
+    # --- before building -------------------------------------------------------------------------
+    def check_immutable_tags(self) -> str | None:
+        """Fail if an immutable tag holds another commit's image; return the digest if every one already
+        holds this commit's image (so there is nothing to build)."""
+        subject = self.plan.subject
+        found: set[str | None] = set()
+        for ref in self.plan.immutable_references:
+            digest = self._resolve(ref)
+            if digest is None:
+                found.add(None)
+                continue
+            labels, _ = self.policy.call(partial(self.registry.labels, ref.image, digest), f"read labels of {ref}")
+            built_from = commit_of(subject, labels or {}, self.keys)
+            if built_from == subject.sha:
+                found.add(digest)
+                continue
+            other = built_from or "an unknown commit (the image has no revision label)"
+            if not self.options.allow_overwrite:
+                raise ImmutableTagError(
+                    f"{ref} already holds {digest}, built from {other}, not from {subject.sha}. "
+                    "Immutable tags name one commit and are never moved; if this tag really must be replaced, "
+                    "set allow-overwrite: true."
+                )
+            self.console.warning(f"{ref} holds an image of {other}; overwriting it (allow-overwrite is set)")
+            found.add(None)
+        if len(found) == 1 and None not in found:
+            return found.pop()
+        return None
+
+    # --- the two ways to a pushed image ----------------------------------------------------------
+    def reuse(self, digest: str) -> BuildReport:
+        plan = self.plan
+        self.console.notice(
+            f"{plan.immutable_tag} already holds {digest}, built from {plan.subject.sha[:12]}: the build is "
+            "skipped and that image is reported. Set rebuild: true to build it again.",
+            title="Image reused",
+        )
+        report = BuildReport(plan=plan, digest=digest, pushed=True, reused=True, attempts=1)
+        started = time.monotonic()
+        missing = [ref for ref in plan.references if self._resolve(ref) != digest]
+        if missing or plan.load.value:
+            source = plan.immutable_references[0]
+            report.attempts = max(report.attempts, self._pull(source.image, digest))
+            for ref in {*missing, *plan.references}:
+                self.engine.tag(source.image.with_digest(digest), ref)
+            if missing:
+                _, attempts = self._push_engine(missing, digest)
+                report.attempts = max(report.attempts, attempts)
+        report.push_seconds = time.monotonic() - started
+        self.verify(digest)
+        local = self.engine.inspect(plan.immutable_references[0].image.with_digest(digest)) if plan.load.value else None
+        report.size = local.size if local else 0
+        report.notes.append(f"Build skipped: {plan.immutable_tag} already held this commit's image.")
+        return report
+
+    def build(self, output: Output, scratch: Path, cwd: Path, env: dict[str, str], epoch: int | None) -> BuildReport:
+        plan, options = self.plan, self.options
+        layout = scratch / "layout"
+        command = build_command(
+            options,
+            plan,
+            output=output,
+            metadata_file=scratch / "metadata.json",
+            iidfile=scratch / "iid",
+            layout_dir=layout,
+            source_date_epoch=epoch,
+            env=env,
+        )
+        outcome = run_buildx(command, env, self.console, cwd)
+        report = BuildReport(
+            plan=plan,
+            imageid=outcome.imageid,
+            metadata=outcome.metadata,
+            build_seconds=outcome.seconds,
+        )
+        self.console.info(f"Built {outcome.digest} in {outcome.seconds:.1f} s ({output.value} output)")
+        if plan.push.value:
+            started = time.monotonic()
+            if output is Output.ENGINE:
+                report.digest, report.attempts = self._push_engine(plan.references, outcome.digest)
+            else:
+                digest, report.attempts = self.policy.call(
+                    lambda: self.registry.push_layout(layout, plan.references), "push"
+                )
+                report.digest = digest
+            report.push_seconds = time.monotonic() - started
+            report.pushed = True
+            self.verify(report.digest)
+        if output is Output.LAYOUT:
+            report.size = layout_size(layout)
+            if plan.load.value:
+                self._load_layout(layout, report.digest or outcome.digest)
+        else:
+            local = self.engine.inspect(str(plan.references[0]))
+            report.size = local.size if local else 0
+        return report
+
+    # --- pushing ---------------------------------------------------------------------------------
+    def _push_engine(self, references: Sequence[Reference], expected: str) -> tuple[str, int]:
+        """Push every reference through the engine. The first push to each repository uploads the
+        layers; the other tags of that repository then only add a manifest, so they run concurrently."""
+        digests: dict[Reference, str] = {}
+        attempts = 0
+
+        def push(ref: Reference) -> None:
+            nonlocal attempts
+            digest, used = self.policy.call(lambda: self.engine.push(ref, self.policy.timeout_seconds), f"push {ref}")
+            digests[ref] = digest
+            attempts = max(attempts, used)
+            self.console.info(f"Pushed {ref} ({digest})")
+
+        by_repository: dict[ImageName, list[Reference]] = {}
+        for ref in references:
+            by_repository.setdefault(ref.image, []).append(ref)
+
+        def push_repository(refs: list[Reference]) -> None:
+            push(refs[0])
+            _run_all(push, refs[1:])
+
+        with self.console.group(f"Push: {len(references)} reference(s)"):
+            _run_all(push_repository, list(by_repository.values()))
+        distinct = set(digests.values())
+        if len(distinct) != 1:
+            listing = ", ".join(f"{ref} → {digest}" for ref, digest in digests.items())
+            raise VerificationError(f"the pushed references got different digests: {listing}")
+        pushed = distinct.pop()
+        if pushed != expected and self.engine.containerd_store:
+            # The containerd store pushes the very manifest it built; the classic store makes a new one
+            # at push time, so only there is a different digest expected.
+            self.console.warning(f"the engine pushed {pushed}, the build reported {expected}")
+        return pushed, attempts
+
+    def _pull(self, image: ImageName, digest: str) -> int:
+        _, attempts = self.policy.call(
+            lambda: self.engine.pull(image, digest, self.policy.timeout_seconds), f"pull {image}@{digest}"
+        )
+        return attempts
+
+    def _resolve(self, ref: Reference) -> str | None:
+        digest, _ = self.policy.call(lambda: self.registry.resolve(ref.image, ref.tag), f"look up {ref}")
+        return digest
+
+    def verify(self, digest: str) -> None:
+        """Every tag of every image must resolve, in the registry itself, to the digest reported."""
+        wrong: list[str] = []
+        for ref in self.plan.references:
+            found = self._resolve(ref)
+            if found != digest:
+                wrong.append(f"{ref} → {found or 'missing'}")
+        if wrong:
+            raise VerificationError(
+                f"the registry does not serve {digest} under every tag: {'; '.join(wrong)}. "
+                "Another job may have pushed to the same tags at the same time."
+            )
+        self.console.info(f"Verified in the registry: {len(self.plan.references)} reference(s) → {digest}")
+
+    # --- local copies ----------------------------------------------------------------------------
+    def _load_layout(self, layout: Path, digest: str) -> None:
+        with self.console.group("Load into the engine"):
+            loaded = self.engine.load(layout_tar(layout))
+            source = loaded[-1] if loaded else digest
+            for ref in self.plan.references:
+                self.engine.tag(source, ref)
+            self.console.info(f"Loaded {source} as {len(self.plan.references)} reference(s)")
+
+    def save_artifact(self, directory: Path) -> Artifact:
+        names = [str(ref) for ref in self.plan.references]
+        with self.console.group("Artifact: docker save"):
+            return write_artifact(
+                self.engine.save(names, SAVE_CHUNK),
+                directory,
+                self.plan.artifact_name,
+                self.options.compression,
+            )
+
+
+def _run_all(function: Callable[[T], None], items: Sequence[T]) -> None:
+    """Run ``function`` on every item, concurrently when there are several; the first error is raised."""
+    if len(items) <= 1:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(PUSH_WORKERS, len(items))) as pool:
+        for future in [pool.submit(function, item) for item in items]:
+            future.result()

@@ -1,0 +1,92 @@
+"""The retry policy for registry operations: what is transient, how long to wait, when to give up.
+
+Only registry work is ever retried, never a build. Transient faults are 5xx, 429, refused or reset
+connections and timeouts; anything else fails at once with the message of the error that caused it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from buildonce.errors import RegistryError
+
+T = TypeVar("T")
+
+MAX_RETRY_AFTER = 300.0
+"""A registry asking for more than five minutes is treated as asking for five: the job has a timeout."""
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, RegistryError) and error.transient
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 3
+    wait_seconds: float = 10.0
+    timeout_seconds: float = 25 * 60
+    sleep: Callable[[float], None] = time.sleep
+    jitter: Callable[[], float] = random.random
+    on_retry: Callable[[str], None] = field(default=lambda message: None)
+
+    def wait_before(self, retry_number: int, error: BaseException | None) -> float:
+        """Seconds to wait before retry ``retry_number`` (1 for the first retry).
+
+        The first wait is ``wait_seconds`` exactly; later ones double and add up to 50% jitter, so that many
+        jobs hitting the same outage do not retry in lockstep. A registry's Retry-After wins when longer.
+        """
+        wait = self.wait_seconds
+        if retry_number > 1:
+            wait = self.wait_seconds * 2 ** (retry_number - 1) * (1 + self.jitter() / 2)
+        if isinstance(error, RegistryError) and error.retry_after is not None:
+            wait = max(wait, min(error.retry_after, MAX_RETRY_AFTER))
+        return wait
+
+    def call(self, operation: Callable[[], T], what: str) -> tuple[T, int]:
+        """Run ``operation`` until it succeeds, fails permanently, or runs out of attempts.
+
+        Returns its result and the number of attempts it took. No wait follows the last attempt.
+        """
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            return self.wait_before(state.attempt_number, error)
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            seconds = state.upcoming_sleep
+            self.on_retry(
+                f"{what}: attempt {state.attempt_number} of {self.attempts} failed ({error}); "
+                f"retrying in {seconds:.0f} s"
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait,
+            retry=retry_if_exception(is_transient),
+            before_sleep=before_sleep,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        attempts = 0
+
+        def counted() -> T:
+            nonlocal attempts
+            attempts += 1
+            return operation()
+
+        try:
+            result = retrying(counted)
+        except RegistryError as error:
+            if error.transient and attempts >= self.attempts:
+                raise RegistryError(
+                    f"{what}: still failing after {attempts} attempts: {error}", transient=True
+                ) from error
+            raise
+        return result, attempts

@@ -1,0 +1,246 @@
+"""``buildonce build`` end to end: the real engine, buildx and Distribution registry, checked over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import registry_api
+from action_run import Run, run_buildonce
+from events import payload
+from registry_server import RegistryServer
+
+FAST_RETRY = {"retry-wait-seconds": "0.2", "timeout-minutes": "2"}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def scratch_context(directory: Path, text: str = "hello") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hello.txt").write_text(text)
+    (directory / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    return directory
+
+
+def build(
+    workdir: Path,
+    fixture: str,
+    *,
+    images: str,
+    inputs: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Run:
+    from events import runner_env
+
+    runner = runner_env(fixture)
+    base_env = {key: runner[key] for key in ("GITHUB_SHA", "GITHUB_REF")}
+    return run_buildonce(
+        "build",
+        workdir,
+        event_name=runner["GITHUB_EVENT_NAME"],
+        payload=data or payload(fixture),
+        env={**base_env, **(env or {})},
+        inputs={"images": images, **FAST_RETRY, **(inputs or {})},
+    )
+
+
+def assert_served(server: RegistryServer, repository: str, tags: list[str], digest: str) -> None:
+    for tag in tags:
+        assert registry_api.digest_of(server.address, repository, tag) == digest, tag
+
+
+def pull_by_digest(reference: str) -> None:
+    result = subprocess.run(["docker", "pull", "-q", reference], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_pull_request_build_push_verify_and_artifact(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("pr")
+    run = build(scratch_context(tmp_path), "pull-request", images=f"{registry.address}/{repo}")
+    assert run.code == 0, run.log
+    digest = run.outputs["digest"]
+    assert digest.startswith("sha256:")
+    assert run.outputs["immutable-tag"] == "pr-123-abc1234"
+    assert run.outputs["tags"] == f"{registry.address}/{repo}:pr-123-abc1234"
+    assert run.outputs["image"] == f"{registry.address}/{repo}@{digest}"
+    assert run.outputs["pushed"] == "true"
+    assert run.outputs["attempts"] == "1"
+    assert registry_api.tags(registry.address, repo) == ["pr-123-abc1234"]
+    assert_served(registry, repo, ["pr-123-abc1234"], digest)
+    (config,) = registry_api.configs(registry.address, repo, digest)
+    labels = config["config"]["Labels"]
+    assert labels["org.opencontainers.image.revision"] == "5" * 40
+    assert labels["dev.buildonce.pr.number"] == "123"
+    assert labels["dev.buildonce.pr.head-sha"] == "abc1234" + "a" * 33
+    assert labels == json.loads(run.outputs["json"])["labels"]
+    pull_by_digest(run.outputs["image"])
+    artifact = Path(run.outputs["artifact-path"])
+    assert artifact.is_file()
+    assert run.outputs["artifact-name"] == f"{repo}-pr-123-abc1234"
+    assert (artifact.parent / (artifact.name + ".sha256")).read_text().split()[0] == run.outputs["artifact-sha256"]
+    assert "| Digest |" in run.summary
+    assert digest in run.summary
+
+
+def test_feature_branch_push(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("branch")
+    run = build(scratch_context(tmp_path), "push-branch", images=f"{registry.address}/{repo}")
+    assert run.code == 0, run.log
+    assert registry_api.tags(registry.address, repo) == ["feature-add-new-feature-abc1234"]
+    assert_served(registry, repo, ["feature-add-new-feature-abc1234"], run.outputs["digest"])
+    (config,) = registry_api.configs(registry.address, repo, run.outputs["digest"])
+    labels = config["config"]["Labels"]
+    assert labels["dev.buildonce.branch"] == "feature/Add_New-Feature"
+    assert labels["org.opencontainers.image.created"] == "2026-03-04T09:20:30Z"
+    pull_by_digest(run.outputs["image"])
+
+
+def test_default_branch_gets_latest_and_sha_in_two_images(registry: RegistryServer, tmp_path: Path) -> None:
+    first, second = unique("main-a"), unique("main-b")
+    images = f"{registry.address}/{first}\n{registry.address}/{second}"
+    run = build(scratch_context(tmp_path), "push-default", images=images, inputs={"tags": "stable"})
+    assert run.code == 0, run.log
+    digest = run.outputs["digest"]
+    for repo in (first, second):
+        assert sorted(registry_api.tags(registry.address, repo)) == ["latest", "sha-0123456", "stable"]
+        assert_served(registry, repo, ["latest", "sha-0123456", "stable"], digest)
+    assert run.outputs["artifact"] == "false"
+    assert run.outputs["artifact-path"] == ""
+    pull_by_digest(f"{registry.address}/{second}@{digest}")
+
+
+def test_semver_tag(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("semver")
+    run = build(scratch_context(tmp_path), "push-tag-semver", images=f"{registry.address}/{repo}")
+    assert run.code == 0, run.log
+    assert sorted(registry_api.tags(registry.address, repo)) == ["1", "1.2", "1.2.3", "sha-fedcba9"]
+    assert_served(registry, repo, ["1", "1.2", "1.2.3", "sha-fedcba9"], run.outputs["digest"])
+    assert run.outputs["version"] == "1.2.3"
+
+
+def test_multi_platform(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("multi")
+    run = build(
+        scratch_context(tmp_path),
+        "push-default",
+        images=f"{registry.address}/{repo}",
+        inputs={"platforms": "linux/amd64,linux/arm64"},
+    )
+    assert run.code == 0, run.log
+    digest = run.outputs["digest"]
+    assert registry_api.platforms(registry.address, repo, digest) == ["linux/amd64", "linux/arm64"]
+    assert_served(registry, repo, ["latest", "sha-0123456"], digest)
+    configs = registry_api.configs(registry.address, repo, digest)
+    assert {config["architecture"] for config in configs} == {"amd64", "arm64"}
+    assert all(
+        config["config"]["Labels"]["org.opencontainers.image.revision"] == "0123456789abcdef" * 2 + "01234567"
+        for config in configs
+    )
+    pull_by_digest(f"{registry.address}/{repo}@{digest}")
+
+
+def test_rerun_of_the_same_commit_reuses_the_image(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("rerun")
+    context = scratch_context(tmp_path / "ctx")
+    first = build(context, "push-branch", images=f"{registry.address}/{repo}")
+    assert first.code == 0, first.log
+    (context / "hello.txt").write_text("changed, but the same commit")
+    second = build(context, "push-branch", images=f"{registry.address}/{repo}")
+    assert second.code == 0, second.log
+    assert second.outputs["digest"] == first.outputs["digest"]
+    assert second.outputs["reused"] == "true"
+    assert "docker buildx build" not in second.log
+    assert any("already holds" in notice for notice in second.notices())
+    assert "reused" in second.summary
+    forced = build(context, "push-branch", images=f"{registry.address}/{repo}", inputs={"rebuild": "true"})
+    assert forced.code == 0, forced.log
+    assert forced.outputs["reused"] == "false"
+    assert "docker buildx build" in forced.log
+
+
+def test_immutable_tag_of_another_commit_is_refused(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("taken")
+    first = build(scratch_context(tmp_path / "a"), "push-branch", images=f"{registry.address}/{repo}")
+    assert first.code == 0, first.log
+    # Another commit whose sha starts the same way gets the same 7-character tag.
+    other = payload("push-branch")
+    other["after"] = "abc1234" + "f" * 33
+    run = build(
+        scratch_context(tmp_path / "b", "other"),
+        "push-branch",
+        images=f"{registry.address}/{repo}",
+        env={"GITHUB_SHA": other["after"]},
+        data=other,
+    )
+    assert run.code == 1
+    (error,) = run.errors()
+    assert "abc1234def5678abc1234def5678abc1234def56" in error
+    assert "abc1234" + "f" * 33 in error
+    assert "allow-overwrite" in error
+    assert registry_api.digest_of(registry.address, repo, "feature-add-new-feature-abc1234") == first.outputs["digest"]
+    assert run.outputs == {}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fragment"),
+    [
+        ({"context": "missing-dir"}, "input 'context'"),
+        ({"file": "nope/Dockerfile"}, "input 'file'"),
+        ({"platforms": "linux/banana"}, "input 'platforms'"),
+        ({"build-args": "NOT A BUILD ARG"}, "input 'build-args'"),
+        ({"images": "Bad/Name"}, "input 'images'"),
+    ],
+)
+def test_bad_input_fails_clearly_and_pushes_nothing(
+    registry: RegistryServer, tmp_path: Path, inputs: dict[str, str], fragment: str
+) -> None:
+    repo = unique("bad")
+    run = build(scratch_context(tmp_path), "push-branch", images=f"{registry.address}/{repo}", inputs=inputs)
+    assert run.code == 1
+    (error,) = run.errors()
+    assert fragment in error
+    assert registry_api.tags(registry.address, repo) == []
+    assert run.outputs == {}
+
+
+def test_build_error_is_not_retried(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("broken")
+    context = scratch_context(tmp_path)
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY does-not-exist /\n")
+    run = build(context, "push-branch", images=f"{registry.address}/{repo}", inputs={"retry-attempts": "3"})
+    assert run.code == 1
+    (error,) = run.errors()
+    assert "docker buildx build failed" in error
+    assert run.log.count("::group::Build") == 1
+    assert run.warnings() == []
+    assert registry_api.tags(registry.address, repo) == []
+
+
+def test_fork_pull_request_builds_without_pushing(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("fork")
+    run = build(scratch_context(tmp_path), "pull-request-fork", images=f"{registry.address}/{repo}")
+    assert run.code == 0, run.log
+    assert run.outputs["pushed"] == "false"
+    assert run.outputs["digest"] == ""
+    assert any("fork" in notice for notice in run.notices())
+    assert registry_api.tags(registry.address, repo) == []
+    assert Path(run.outputs["artifact-path"]).is_file()
+
+
+def test_engine_unreachable_is_a_clear_error(registry: RegistryServer, tmp_path: Path) -> None:
+    run = build(
+        scratch_context(tmp_path),
+        "push-branch",
+        images=f"{registry.address}/{unique('noengine')}",
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"},
+    )
+    assert run.code == 1
+    (error,) = run.errors()
+    assert "cannot reach the Docker engine" in error

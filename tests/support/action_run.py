@@ -1,0 +1,81 @@
+"""Run ``buildonce`` as the runner would: a separate process, GITHUB_* and INPUT_* variables, runner files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner_format import commands, parse_outputs
+
+
+@dataclass
+class Run:
+    code: int
+    log: str
+    outputs: dict[str, str]
+    summary: str
+
+    def errors(self) -> list[str]:
+        return commands(self.log, "error")
+
+    def warnings(self) -> list[str]:
+        return commands(self.log, "warning")
+
+    def notices(self) -> list[str]:
+        return commands(self.log, "notice")
+
+
+def run_buildonce(
+    command: str,
+    workdir: Path,
+    *,
+    event_name: str,
+    payload: dict[str, Any],
+    env: dict[str, str],
+    inputs: dict[str, str],
+    args: list[str] | None = None,
+    timeout: float = 600,
+) -> Run:
+    """Write the payload and runner files into ``workdir`` and run ``python -m buildonce COMMAND`` there."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    runner = workdir / ".runner"
+    runner.mkdir(exist_ok=True)
+    event = runner / "event.json"
+    event.write_text(json.dumps(payload))
+    output, summary = runner / "output", runner / "summary"
+    output.write_text("")
+    summary.write_text("")
+    process_env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("INPUT_", "GITHUB_", "RUNNER_"))
+    }
+    process_env.update(
+        {
+            "GITHUB_EVENT_NAME": event_name,
+            "GITHUB_EVENT_PATH": str(event),
+            "GITHUB_OUTPUT": str(output),
+            "GITHUB_STEP_SUMMARY": str(summary),
+            "GITHUB_REPOSITORY": "acme/widget",
+            "GITHUB_SERVER_URL": "https://github.com",
+            "GITHUB_RUN_ID": "777",
+            "GITHUB_ACTOR": "octocat",
+            "RUNNER_TEMP": str(runner),
+            **env,
+        }
+    )
+    process_env.update({f"INPUT_{name.upper()}": value for name, value in inputs.items()})
+    result = subprocess.run(
+        [sys.executable, "-m", "buildonce", command, *(args or [])],
+        cwd=workdir,
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    log = result.stdout + result.stderr
+    return Run(result.returncode, log, parse_outputs(output.read_text()), summary.read_text())

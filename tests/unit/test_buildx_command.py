@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from events import payload, runner_env
+
+from buildonce.buildx import Output, build_command, check_paths, docker_config_with_login, source_date_epoch
+from buildonce.context import build_context
+from buildonce.errors import InputError
+from buildonce.options import Login, build_options
+from buildonce.plan import make_plan
+from buildonce.workflow import Inputs
+
+SECRET = "s3cr3t-value-that-must-not-leak"
+
+
+def command(extra: dict[str, str], output: Output = Output.ENGINE, env: dict[str, str] | None = None) -> list[str]:
+    inputs = Inputs({}, {"images": "ghcr.io/acme/widget", **extra})
+    options = build_options(inputs)
+    ctx = build_context(runner_env("pull-request"), payload("pull-request"))
+    plan = make_plan(ctx, options.plan, now=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    cmd = build_command(
+        options,
+        plan,
+        output=output,
+        metadata_file=Path("/m.json"),
+        iidfile=Path("/iid"),
+        layout_dir=Path("/layout"),
+        source_date_epoch=1700000000,
+        env=env or {},
+    )
+    assert all(SECRET not in arg for arg in cmd.argv)
+    return cmd.argv
+
+
+def test_argument_list_has_every_planned_piece() -> None:
+    argv = command(
+        {
+            "platforms": "linux/amd64,linux/arm64",
+            "build-args": "A=1\nB=two words",
+            "target": "prod",
+            "cache-from": "type=gha",
+            "cache-to": "type=gha,mode=max",
+            "provenance": "false",
+            "sbom": "true",
+            "no-cache": "true",
+            "pull": "true",
+            "network": "host",
+            "builder": "ci",
+            "file": "x/Dockerfile",
+        }
+    )
+    assert argv[:5] == ["docker", "buildx", "build", "--progress", "plain"]
+    assert argv[-2:] == ["--", "."]
+    pairs = list(pairwise(argv))
+    for pair in [
+        ("--platform", "linux/amd64,linux/arm64"),
+        ("--build-arg", "A=1"),
+        ("--build-arg", "B=two words"),
+        ("--build-arg", "SOURCE_DATE_EPOCH=1700000000"),
+        ("--target", "prod"),
+        ("--cache-from", "type=gha"),
+        ("--cache-to", "type=gha,mode=max"),
+        ("--provenance", "false"),
+        ("--sbom", "true"),
+        ("--network", "host"),
+        ("--builder", "ci"),
+        ("--file", "x/Dockerfile"),
+        ("--tag", "ghcr.io/acme/widget:pr-123-abc1234"),
+        ("--metadata-file", "/m.json"),
+        ("--iidfile", "/iid"),
+    ]:
+        assert pair in pairs, pair
+    assert "--no-cache" in argv
+    assert "--pull" in argv
+    assert "--load" in argv
+    assert ("--label", "dev.buildonce.pr.number=123") in pairs
+    assert ("--annotation", "manifest:org.opencontainers.image.revision=" + "5" * 40) in pairs
+
+
+def test_layout_output() -> None:
+    argv = command({}, Output.LAYOUT)
+    assert ("--output", "type=oci,dest=/layout,tar=false") in list(pairwise(argv))
+    assert "--load" not in argv
+
+
+def test_user_source_date_epoch_wins() -> None:
+    argv = command({"build-args": "SOURCE_DATE_EPOCH=5"})
+    assert argv.count("--build-arg") == 1
+    assert source_date_epoch({"SOURCE_DATE_EPOCH": "42"}, 7) == 42
+    assert source_date_epoch({}, 7) == 7
+
+
+def test_secret_values_go_through_the_environment_only() -> None:
+    inputs = Inputs(
+        {},
+        {"images": "a/b", "secrets": f"token={SECRET}", "secret-envs": "npm=NPM_TOKEN", "secret-files": "cert=ca.pem"},
+    )
+    options = build_options(inputs)
+    ctx = build_context(runner_env("push-branch"), payload("push-branch"))
+    plan = make_plan(ctx, options.plan, now=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    cmd = build_command(
+        options, plan, output=Output.ENGINE, metadata_file=Path("m"), iidfile=Path("i"), env={"NPM_TOKEN": "x"}
+    )
+    assert all(SECRET not in arg for arg in cmd.argv)
+    assert cmd.env == {"BUILDONCE_SECRET_0": SECRET}
+    pairs = list(pairwise(cmd.argv))
+    assert ("--secret", "id=token,env=BUILDONCE_SECRET_0") in pairs
+    assert ("--secret", "id=npm,env=NPM_TOKEN") in pairs
+    assert ("--secret", "id=cert,src=ca.pem") in pairs
+    with pytest.raises(InputError, match="NPM_TOKEN"):
+        build_command(options, plan, output=Output.ENGINE, metadata_file=Path("m"), iidfile=Path("i"), env={})
+
+
+def test_a_context_starting_with_a_dash_is_not_a_flag() -> None:
+    argv = command({"context": "-weird"})
+    assert argv[-2:] == ["--", "-weird"]
+
+
+def test_check_paths(tmp_path: Path) -> None:
+    (tmp_path / "ctx").mkdir()
+    with pytest.raises(InputError, match="input 'context'"):
+        check_paths(build_options(Inputs({}, {"images": "a/b", "context": "nope"})), tmp_path)
+    with pytest.raises(InputError, match="input 'file'"):
+        check_paths(build_options(Inputs({}, {"images": "a/b", "context": "ctx"})), tmp_path)
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\n")
+    check_paths(build_options(Inputs({}, {"images": "a/b", "context": "ctx"})), tmp_path)
+    check_paths(build_options(Inputs({}, {"images": "a/b", "context": "https://github.com/a/b.git"})), tmp_path)
+
+
+def test_login_overlay_keeps_the_users_config_and_removes_itself(tmp_path: Path) -> None:
+    config = tmp_path / "docker"
+    (config / "buildx").mkdir(parents=True)
+    (config / "config.json").write_text('{"auths": {"other.io": {"auth": "eDp5"}}, "credsStore": "desktop"}')
+    env = {"DOCKER_CONFIG": str(config), "PATH": "/usr/bin"}
+    with docker_config_with_login(env, Login("ghcr.io", "bob", SECRET)) as overlay_env:
+        overlay = Path(overlay_env["DOCKER_CONFIG"])
+        assert overlay != config
+        data = (overlay / "config.json").read_text()
+        assert '"other.io"' in data
+        assert '"ghcr.io"' in data
+        assert "credsStore" not in data
+        assert (overlay / "buildx").resolve() == (config / "buildx").resolve()
+        assert (overlay / "config.json").stat().st_mode & 0o077 == 0
+    assert not overlay.exists()
+    assert SECRET not in (config / "config.json").read_text()
+    with docker_config_with_login(env, None) as same:
+        assert same == env
