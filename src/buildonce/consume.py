@@ -1,0 +1,261 @@
+"""``buildonce consume`` and ``buildonce verify``: get this commit's image downstream, and prove it is.
+
+The tag to look for comes from the same planner the build used (``subject_of`` and ``plan_tags``), so a
+consumer finds exactly what was pushed. The image is checked before it is pulled: its labels must name the
+commit the job is meant to test, else a stale or re-pushed tag would be tested in its place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from buildonce.artifact import read_image_tar
+from buildonce.artifact import verify as verify_artifact
+from buildonce.context import Context
+from buildonce.engine import Engine
+from buildonce.errors import ArtifactError, FatalError, InputError, RegistryError, VerificationError
+from buildonce.labels import REVISION, Keys
+from buildonce.options import ConsumeOptions, Login, RetryOptions, consume_options, verify_options
+from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name
+from buildonce.registry import Credentials, Registry
+from buildonce.retry import RetryPolicy
+from buildonce.tags import Kind, Subject, plan_tags, subject_of
+from buildonce.workflow import Console
+
+if TYPE_CHECKING:
+    from buildonce.__main__ import Invocation
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a consumer looks for: an image, the tags it may be under (or a digest), and its commit."""
+
+    image: ImageName
+    candidates: tuple[str, ...]
+    digest: str
+    sha: str
+    """The commit the job tests; empty when nothing tells it (then freshness cannot be checked)."""
+
+
+def check_fresh(reference: str, labels: Mapping[str, str], sha: str, keys: Keys) -> str:
+    """Fail unless the image's labels say it was built from ``sha``; return the commit they name."""
+    revision, head = labels.get(REVISION, ""), labels.get(keys.pr_head_sha, "")
+    if sha in (revision, head):
+        return sha
+    named = head or revision
+    if not named:
+        raise VerificationError(
+            f"{reference} carries no {REVISION} label, so it cannot be shown to be built from {sha}. "
+            "Build it with buildonce (or add the label), or set check-freshness: false."
+        )
+    raise VerificationError(
+        f"{reference} was built from commit {named}, but this job tests {sha}: the tag is stale or was "
+        "pushed again by another run. Re-run the build for this commit, or check which run pushed it."
+    )
+
+
+def target_for(options: ConsumeOptions, context: Context | None) -> Target:
+    """Work out the image to consume from explicit inputs first, then from the event."""
+    image = options.image
+    if image is None:
+        raise InputError("input 'image' is empty. Give the image name the build pushed, e.g. image: ghcr.io/acme/app.")
+    if options.digest or options.tag:
+        return Target(image, (options.tag,) if options.tag else (), options.digest, options.sha)
+    if options.pr_number is not None and options.sha:
+        subject = Subject(
+            kind=Kind.PULL_REQUEST,
+            sha=options.sha,
+            revision="",
+            ref_name="",
+            pr_number=options.pr_number,
+            pr_head_sha=options.sha,
+        )
+    elif context is not None:
+        subject = subject_of(context, pr_sha=options.pr_sha, pr_number=options.pr_number)
+    else:
+        raise InputError(
+            "nothing says which image to consume: give 'digest' or 'tag', or 'pr-number' and 'sha', "
+            "or run on the event that should pick it (workflow_run, pull_request, push)."
+        )
+    tags = plan_tags(subject, options.policy)
+    return Target(image, tags.candidates, "", options.sha or subject.sha)
+
+
+def _policy(retry: RetryOptions, console: Console) -> RetryPolicy:
+    return RetryPolicy(
+        attempts=retry.attempts,
+        wait_seconds=retry.wait_seconds,
+        timeout_seconds=retry.timeout_seconds,
+        on_retry=lambda message: console.warning(message, title="Retrying"),
+    )
+
+
+def _registry(login: Login | None, env: Mapping[str, str], timeout: float) -> Registry:
+    logins = {login.registry: Credentials(login.username, login.password)} if login else {}
+    config = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else None
+    return Registry(logins=logins, docker_config=config, timeout=min(300, timeout))
+
+
+@dataclass(frozen=True)
+class Consumed:
+    image: str
+    digest: str
+    source: str
+    tag: str
+
+    def outputs(self) -> dict[str, str]:
+        return {"image": self.image, "digest": self.digest, "source": self.source, "tag": self.tag}
+
+
+@dataclass
+class Consumer:
+    engine: Engine
+    registry: Registry
+    policy: RetryPolicy
+    keys: Keys
+    check: bool
+    console: Console
+
+    def from_registry(self, target: Target) -> Consumed:
+        """Resolve the tag, check the image's commit, then pull it by digest."""
+        tag, digest = "", target.digest
+        for candidate in () if digest else target.candidates:
+            found, _ = self.policy.call(partial(self.registry.resolve, target.image, candidate), f"look up {candidate}")
+            if found:
+                tag, digest = candidate, found
+                break
+        if not digest:
+            raise RegistryError(
+                f"{target.image} has no tag {' or '.join(target.candidates)} in the registry. "
+                "Did the build for this commit push (a fork's pull request does not), and did it finish?"
+            )
+        reference = target.image.with_digest(digest)
+        if self.check and target.sha:
+            labels, _ = self.policy.call(partial(self.registry.labels, target.image, digest), f"read {reference}")
+            if labels is None:
+                raise RegistryError(f"{reference} is not in the registry.")
+            check_fresh(reference, labels, target.sha, self.keys)
+        with self.console.group(f"Pull {reference}"):
+            pull = partial(self.engine.pull, target.image, digest, self.policy.timeout_seconds)
+            self.policy.call(pull, f"pull {reference}")
+        if tag:
+            self.engine.tag(reference, Reference(target.image, tag))
+        self.console.info(f"Pulled {reference}" + (f" ({target.image.with_tag(tag)})" if tag else ""))
+        return Consumed(image=reference, digest=digest, source="registry", tag=tag)
+
+    def from_artifact(self, target: Target, path: Path) -> Consumed:
+        """Check the tar's checksum, load it, and check the loaded image's commit."""
+        verify_artifact(path)
+        with self.console.group(f"Load {path.name}"):
+            loaded = self.engine.load(read_image_tar(path))
+        names = [target.image.with_tag(tag) for tag in target.candidates]
+        if target.digest:
+            names.insert(0, target.image.with_digest(target.digest))
+        found = next(((name, image) for name in [*names, *loaded] if (image := self.engine.inspect(name))), None)
+        if found is None:
+            raise ArtifactError(
+                f"the artifact {path} loaded {', '.join(loaded) or 'nothing'}, which is not "
+                f"{' or '.join(names) or target.image.name}. Was it saved by the build of this image?"
+            )
+        name, image = found
+        if self.check and target.sha:
+            check_fresh(name, image.labels, target.sha, self.keys)
+        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] and "@" not in name else ""
+        self.console.info(f"Loaded {name} ({image.id}) from {path}")
+        return Consumed(image=name, digest=image.id, source="artifact", tag=tag)
+
+
+def run_consume(call: Invocation) -> None:
+    options = consume_options(call.inputs)
+    console = call.console
+    context: Context | None = None
+    if not (options.digest or options.tag or (options.pr_number and options.sha)):
+        context = call.context(options.default_branch)
+    target = target_for(options, context)
+    keys = Keys(options.label_namespace)
+    policy = _policy(options.retry, console)
+    console.info(
+        f"Consuming {target.image} "
+        + (f"@{target.digest}" if target.digest else f"tag {' or '.join(target.candidates)}")
+        + (f" for commit {target.sha}" if target.sha else "")
+    )
+    engine = Engine.connect(call.env)
+    if options.login:
+        try:
+            engine.login(options.login)
+        except RegistryError:
+            if not options.artifact_path:
+                raise
+    registry = _registry(options.login, call.env, policy.timeout_seconds)
+    consumer = Consumer(engine, registry, policy, keys, options.check_freshness, console)
+    try:
+        consumed = consumer.from_registry(target)
+    except RegistryError as failure:
+        if not options.artifact_path:
+            raise
+        console.warning(f"the registry could not serve the image ({failure}); using the artifact instead")
+        consumed = consumer.from_artifact(target, Path(options.artifact_path))
+    finally:
+        registry.close()
+    engine.close()
+    call.finish(consumed.outputs(), _summary(consumed, target))
+
+
+def _summary(consumed: Consumed, target: Target) -> str:
+    return (
+        f"### buildonce: consumed `{consumed.image}`\n\n| | |\n|---|---|\n"
+        f"| Source | {consumed.source} |\n| Digest | `{consumed.digest}` |\n"
+        f"| Tag | `{consumed.tag or '-'}` |\n| Commit | `{target.sha or 'not checked'}` |\n"
+    )
+
+
+def run_verify(call: Invocation) -> None:
+    """Check, without pulling, that an image (name:tag or name@digest) was built from a commit."""
+    options = verify_options(call.inputs)
+    console = call.console
+    keys = Keys(options.label_namespace)
+    reference = options.reference
+    name, _, digest = reference.partition("@")
+    tag = ""
+    if not digest:
+        head, sep, maybe_tag = reference.rpartition(":")
+        if sep and "/" not in maybe_tag:
+            name, tag = head, maybe_tag
+    if digest and not DIGEST_PATTERN.fullmatch(digest):
+        raise InputError(f"input 'image': {reference!r} has an invalid digest; use name@sha256:<64 hex digits>.")
+    image = parse_image_name(name, source="image")
+    policy = _policy(options.retry, console)
+    registry = _registry(options.login, call.env, policy.timeout_seconds)
+    try:
+        labels, _ = policy.call(
+            lambda: registry.labels(image, digest or tag or "latest"), f"read labels of {reference}"
+        )
+        resolved, _ = policy.call(lambda: registry.resolve(image, digest or tag or "latest"), f"look up {reference}")
+        source = "registry"
+    except RegistryError as failure:
+        labels, resolved, source = _local_labels(call.env, reference, failure)
+    finally:
+        registry.close()
+    if labels is None:
+        raise VerificationError(f"{reference} is neither in the registry nor in the local engine.")
+    check_fresh(reference, labels, options.sha, keys)
+    console.info(f"{reference} was built from {options.sha} ({source})")
+    call.finish({"digest": resolved or "", "revision": labels.get(REVISION, ""), "source": source})
+
+
+def _local_labels(
+    env: Mapping[str, str], reference: str, failure: FatalError
+) -> tuple[dict[str, str] | None, str, str]:
+    try:
+        engine = Engine.connect(env)
+    except FatalError:
+        raise failure from None
+    image = engine.inspect(reference)
+    engine.close()
+    if image is None:
+        raise failure
+    return image.labels, image.id, "local"

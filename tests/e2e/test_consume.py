@@ -1,0 +1,210 @@
+"""``buildonce consume`` and ``verify`` end to end: build and push for real, then consume downstream."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from action_run import Run, run_buildonce
+from events import payload, runner_env
+from registry_server import RegistryServer
+
+FAST = {"retry-wait-seconds": "0.1", "retry-attempts": "2", "timeout-minutes": "1"}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def context_dir(directory: Path, text: str = "hello") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hello.txt").write_text(text)
+    (directory / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    return directory
+
+
+def build(workdir: Path, fixture: str, image: str, inputs: dict[str, str] | None = None) -> Run:
+    runner = runner_env(fixture)
+    run = run_buildonce(
+        "build",
+        workdir,
+        event_name=runner["GITHUB_EVENT_NAME"],
+        payload=payload(fixture),
+        env={"GITHUB_SHA": runner["GITHUB_SHA"], "GITHUB_REF": runner["GITHUB_REF"]},
+        inputs={"images": image, **FAST, **(inputs or {})},
+    )
+    assert run.code == 0, run.log
+    return run
+
+
+def consume(
+    workdir: Path, fixture: str, inputs: dict[str, str], data: dict[str, Any] | None = None, command: str = "consume"
+) -> Run:
+    runner = runner_env(fixture)
+    return run_buildonce(
+        command,
+        workdir,
+        event_name=runner["GITHUB_EVENT_NAME"],
+        payload=data or payload(fixture),
+        env={"GITHUB_SHA": runner["GITHUB_SHA"], "GITHUB_REF": runner["GITHUB_REF"]},
+        inputs={**FAST, **inputs},
+    )
+
+
+def local_labels(reference: str) -> dict[str, str]:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", reference],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    labels: dict[str, str] = json.loads(result.stdout)
+    return labels
+
+
+def remove_local(*references: str) -> None:
+    subprocess.run(["docker", "image", "rm", "-f", *references], capture_output=True, check=False)
+
+
+def test_pull_request_image_consumed_from_a_workflow_run(registry: RegistryServer, tmp_path: Path) -> None:
+    image = f"{registry.address}/{unique('wr')}"
+    built = build(context_dir(tmp_path / "build"), "pull-request", image)
+    remove_local(f"{image}:pr-123-abc1234", built.outputs["image"])
+    run = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image})
+    assert run.code == 0, run.log
+    assert run.outputs["tag"] == built.outputs["immutable-tag"] == "pr-123-abc1234"
+    assert run.outputs["digest"] == built.outputs["digest"]
+    assert run.outputs["source"] == "registry"
+    assert run.outputs["image"] == f"{image}@{built.outputs['digest']}"
+    assert local_labels(run.outputs["image"])["dev.buildonce.pr.head-sha"] == "abc1234" + "a" * 33
+
+
+def test_branch_push_consumed_from_a_workflow_run(registry: RegistryServer, tmp_path: Path) -> None:
+    image = f"{registry.address}/{unique('wrb')}"
+    data = payload("push-branch")
+    data["ref"] = "refs/heads/feature/dns/subdomain"
+    data["after"] = "def5678" + "b" * 33
+    context_dir(tmp_path / "build")
+    built = run_buildonce(
+        "build",
+        tmp_path / "build",
+        event_name="push",
+        payload=data,
+        env={"GITHUB_SHA": data["after"], "GITHUB_REF": data["ref"]},
+        inputs={"images": image, **FAST},
+    )
+    assert built.code == 0, built.log
+    assert built.outputs["immutable-tag"] == "feature-dns-subdomain-def5678"
+    run = consume(tmp_path / "downstream", "workflow-run-push", {"image": image})
+    assert run.code == 0, run.log
+    assert (run.outputs["tag"], run.outputs["digest"]) == ("feature-dns-subdomain-def5678", built.outputs["digest"])
+    assert run.outputs["source"] == "registry"
+
+
+def test_consumed_directly_on_the_pull_request_event(registry: RegistryServer, tmp_path: Path) -> None:
+    image = f"{registry.address}/{unique('direct')}"
+    built = build(context_dir(tmp_path / "build"), "pull-request", image)
+    run = consume(tmp_path / "downstream", "pull-request", {"image": image})
+    assert run.code == 0, run.log
+    assert run.outputs["digest"] == built.outputs["digest"]
+
+
+def test_registry_down_falls_back_to_the_artifact(tmp_path: Path, engine: None) -> None:
+    server = RegistryServer(tmp_path / "registry").start()
+    image = f"{server.address}/{unique('fallback')}"
+    try:
+        built = build(context_dir(tmp_path / "build"), "pull-request", image)
+    finally:
+        server.stop()
+    remove_local(f"{image}:pr-123-abc1234")
+    run = consume(
+        tmp_path / "downstream", "workflow-run-pr", {"image": image, "artifact-path": built.outputs["artifact-path"]}
+    )
+    assert run.code == 0, run.log
+    assert run.outputs["source"] == "artifact"
+    assert run.outputs["tag"] == "pr-123-abc1234"
+    assert run.outputs["image"] == f"{image}:pr-123-abc1234"
+    assert any("using the artifact" in warning for warning in run.warnings())
+    assert local_labels(run.outputs["image"])["org.opencontainers.image.revision"] == "5" * 40
+
+
+def test_stale_tag_fails_freshness_naming_both_shas(registry: RegistryServer, tmp_path: Path) -> None:
+    image = f"{registry.address}/{unique('stale')}"
+    build(context_dir(tmp_path / "build"), "pull-request", image)
+    later = payload("workflow-run-pr")
+    # The same 7-character prefix, another commit: the tag a consumer computes points at the wrong image.
+    later["workflow_run"]["head_sha"] = "abc1234" + "e" * 33
+    later["workflow_run"]["pull_requests"][1]["head"]["sha"] = "abc1234" + "e" * 33
+    run = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image}, data=later)
+    assert run.code == 1
+    (error,) = run.errors()
+    assert "abc1234" + "a" * 33 in error
+    assert "abc1234" + "e" * 33 in error
+    assert run.outputs == {}
+
+
+@pytest.mark.parametrize("damage", ["truncate", "checksum"])
+def test_damaged_artifact_is_a_clear_error(tmp_path: Path, engine: None, damage: str) -> None:
+    server = RegistryServer(tmp_path / "registry").start()
+    image = f"{server.address}/{unique('damaged')}"
+    try:
+        built = build(context_dir(tmp_path / "build"), "pull-request", image)
+    finally:
+        server.stop()
+    artifact = Path(built.outputs["artifact-path"])
+    if damage == "truncate":
+        artifact.write_bytes(artifact.read_bytes()[: artifact.stat().st_size // 2])
+    else:
+        (artifact.parent / (artifact.name + ".sha256")).write_text(f"{'0' * 64}  {artifact.name}\n")
+    run = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image, "artifact-path": str(artifact)})
+    assert run.code == 1
+    (error,) = run.errors()
+    assert "corrupted" in error
+    assert str(artifact) in error
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_compressed_artifact_round_trip(tmp_path: Path, engine: None, compression: str) -> None:
+    server = RegistryServer(tmp_path / "registry").start()
+    image = f"{server.address}/{unique('zip')}"
+    try:
+        built = build(
+            context_dir(tmp_path / "build", f"payload {compression}"),
+            "pull-request",
+            image,
+            {"artifact-compression": compression},
+        )
+    finally:
+        server.stop()
+    artifact = Path(built.outputs["artifact-path"])
+    suffix = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}[compression]
+    assert artifact.name.endswith(suffix)
+    if compression == "gzip":
+        assert gzip.decompress(artifact.read_bytes())[:100]
+    remove_local(f"{image}:pr-123-abc1234")
+    run = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image, "artifact-path": str(artifact)})
+    assert run.code == 0, run.log
+    assert run.outputs["source"] == "artifact"
+    if compression == "gzip":
+        # docker load takes gzip as it is, too.
+        remove_local(f"{image}:pr-123-abc1234")
+        loaded = subprocess.run(["docker", "load", "-i", str(artifact)], capture_output=True, text=True, check=False)
+        assert loaded.returncode == 0, loaded.stderr
+
+
+def test_verify_checks_without_pulling(registry: RegistryServer, tmp_path: Path) -> None:
+    image = f"{registry.address}/{unique('verify')}"
+    built = build(context_dir(tmp_path / "build"), "push-default", image)
+    sha = runner_env("push-default")["GITHUB_SHA"]
+    ok = consume(tmp_path / "v1", "push-default", {"image": built.outputs["image"], "sha": sha}, command="verify")
+    assert ok.code == 0, ok.log
+    assert ok.outputs["digest"] == built.outputs["digest"]
+    bad = consume(tmp_path / "v2", "push-default", {"image": f"{image}:latest", "sha": "f" * 40}, command="verify")
+    assert bad.code == 1
+    assert sha in bad.errors()[0]
+    assert "f" * 40 in bad.errors()[0]
