@@ -79,9 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("plan", parents=[common], help="compute tags, labels and decisions; touch nothing")
     commands.add_parser("build", parents=[common], help="build once, push with retry, verify the digest")
-    commands.add_parser(
-        "consume", parents=[common], help="find, pull by digest and check this commit's image"
-    )
+    commands.add_parser("consume", parents=[common], help="find, pull by digest and check this commit's image")
     commands.add_parser("verify", parents=[common], help="check that an image was built from a given commit")
     return parser
 
@@ -137,9 +135,7 @@ def _job(command: str) -> Callable[[Invocation], None]:
     return run_verify
 
 
-def main(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, stdout: TextIO | None = None
-) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     environment = dict(os.environ if env is None else env)
     # With --json, stdout carries only the JSON; the readable log goes to stderr.

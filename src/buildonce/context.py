@@ -256,9 +256,7 @@ def build_context(
     if name in ("schedule", "workflow_dispatch") and not ref and repository.default_branch:
         ref = f"refs/heads/{repository.default_branch}"
     if not ref and name not in ("pull_request", "pull_request_target", "workflow_run"):
-        raise ContextError(
-            f"GITHUB_REF is not set for the {name} event. Set it, or give a payload with 'ref'."
-        )
+        raise ContextError(f"GITHUB_REF is not set for the {name} event. Set it, or give a payload with 'ref'.")
 
     return Context(
         event_name=name,
@@ -280,9 +278,7 @@ def read_payload(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(
-            f"the event file {path} does not exist. Check --event or GITHUB_EVENT_PATH."
-        ) from None
+        raise InputError(f"the event file {path} does not exist. Check --event or GITHUB_EVENT_PATH.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"the event file {path} cannot be read: {exc}") from None
     try:

@@ -162,9 +162,7 @@ def _int(inputs: Inputs, defaults: dict[str, str], name: str, low: int, high: in
     try:
         number = int(value)
     except ValueError:
-        raise InputError(
-            f"input '{name}' is {value!r}; it must be a whole number from {low} to {high}."
-        ) from None
+        raise InputError(f"input '{name}' is {value!r}; it must be a whole number from {low} to {high}.") from None
     if not low <= number <= high:
         raise InputError(f"input '{name}' is {number}; it must be from {low} to {high}.")
     return number
@@ -175,9 +173,7 @@ def _float(inputs: Inputs, defaults: dict[str, str], name: str, low: float, high
     try:
         number = float(value)
     except ValueError:
-        raise InputError(
-            f"input '{name}' is {value!r}; it must be a number from {low:g} to {high:g}."
-        ) from None
+        raise InputError(f"input '{name}' is {value!r}; it must be a number from {low:g} to {high:g}.") from None
     if not low <= number <= high:
         raise InputError(f"input '{name}' is {value}; it must be from {low:g} to {high:g}.")
     return number
@@ -220,15 +216,11 @@ class MetadataJson:
 def parse_metadata_json(text: str) -> MetadataJson:
     if not text.strip():
         return MetadataJson()
-    hint = (
-        "Pass docker/metadata-action's json output as it is: metadata-json: ${{ steps.meta.outputs.json }}."
-    )
+    hint = "Pass docker/metadata-action's json output as it is: metadata-json: ${{ steps.meta.outputs.json }}."
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(
-            f"input 'metadata-json' is not valid JSON ({exc.msg} at position {exc.pos}). {hint}"
-        ) from None
+        raise InputError(f"input 'metadata-json' is not valid JSON ({exc.msg} at position {exc.pos}). {hint}") from None
     if not isinstance(data, dict):
         raise InputError(f"input 'metadata-json' is a JSON {type(data).__name__}, not an object. {hint}")
     tags, labels, annotations = data.get("tags", []), data.get("labels", {}), data.get("annotations", [])
@@ -498,14 +490,10 @@ def verify_options(inputs: Inputs) -> VerifyOptions:
     defaults = VERIFY_INPUTS
     reference = inputs.get("image")
     if not reference:
-        raise InputError(
-            "input 'image' is empty. Give the image to check as name:tag or name@sha256:<digest>."
-        )
+        raise InputError("input 'image' is empty. Give the image to check as name:tag or name@sha256:<digest>.")
     sha = _sha(inputs, "sha")
     if not sha:
-        raise InputError(
-            "input 'sha' is empty. Give the full commit sha the image must have been built from."
-        )
+        raise InputError("input 'sha' is empty. Give the full commit sha the image must have been built from.")
     return VerifyOptions(
         reference=reference,
         sha=sha,

@@ -111,9 +111,7 @@ def make_plan(context: Context, options: PlanOptions, *, now: datetime) -> Plan:
     created = context.commit_time or now
 
     labels = merge_labels(
-        computed_labels(
-            context, subject, version=tag_plan.version, created=created, namespace=options.label_namespace
-        ),
+        computed_labels(context, subject, version=tag_plan.version, created=created, namespace=options.label_namespace),
         options.metadata.labels or {},
         options.labels,
     )
@@ -138,11 +136,7 @@ def make_plan(context: Context, options: PlanOptions, *, now: datetime) -> Plan:
         options.load.decide(local) or artifact.value,
         "needed for the artifact"
         if artifact.value
-        else (
-            "set by the 'load' input"
-            if options.load.value != "auto"
-            else "pull request and branch builds load"
-        ),
+        else ("set by the 'load' input" if options.load.value != "auto" else "pull request and branch builds load"),
     )
     artifact_name = options.artifact_name or f"{options.images[0].basename}-{tag_plan.immutable}"
     return Plan(

@@ -56,9 +56,7 @@ ARCH_ALIASES = {
 }
 KNOWN_VARIANTS = {
     "arm": frozenset({"v5", "v6", "v7", "v8"}),
-    "arm64": frozenset(
-        {"v8", *(f"v8.{minor}" for minor in range(10)), "v9", *(f"v9.{minor}" for minor in range(6))}
-    ),
+    "arm64": frozenset({"v8", *(f"v8.{minor}" for minor in range(10)), "v9", *(f"v9.{minor}" for minor in range(6))}),
     "amd64": frozenset({"v1", "v2", "v3", "v4"}),
     "386": frozenset({"sse2", "softfloat"}),
 }
@@ -77,9 +75,7 @@ def check_platform(text: str, *, source: str = "platforms") -> str:
     if os_name not in KNOWN_OS:
         raise InputError(f"input '{source}': {platform!r} names an unknown OS {parts[0]!r}. {example}")
     if arch not in KNOWN_ARCH:
-        raise InputError(
-            f"input '{source}': {platform!r} names an unknown architecture {parts[1]!r}. {example}"
-        )
+        raise InputError(f"input '{source}': {platform!r} names an unknown architecture {parts[1]!r}. {example}")
     if len(parts) == 3 and parts[2] not in KNOWN_VARIANTS.get(arch, frozenset()):
         known = ", ".join(sorted(KNOWN_VARIANTS.get(arch, frozenset()))) or "none"
         raise InputError(

@@ -235,9 +235,7 @@ def plan_tags(subject: Subject, policy: TagPolicy) -> TagPlan:
     candidates = (plan.immutable, sha_tag) if subject.ambiguous_ref else (plan.immutable,)
     for tag in (*plan.tags, *candidates):
         if not is_valid_tag(tag):
-            raise InputError(
-                f"the planned tag {tag!r} is not a valid tag; check the tag-prefix and tag-suffix inputs."
-            )
+            raise InputError(f"the planned tag {tag!r} is not a valid tag; check the tag-prefix and tag-suffix inputs.")
     return TagPlan(plan.immutable, plan.tags, plan.version, candidates)
 
 

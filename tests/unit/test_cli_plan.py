@@ -133,9 +133,7 @@ def test_unknown_input_flag(runner: dict[str, str]) -> None:
 
 def test_payload_text_cannot_inject_outputs(runner: dict[str, str], tmp_path: Path) -> None:
     data = json.loads((FIXTURES / "push-branch.json").read_text())
-    data["repository"]["description"] = (
-        "x\nEOF\nimmutable-tag=pwned\nghadelimiter_x\ndigest<<EOF\nsha256:bad\nEOF"
-    )
+    data["repository"]["description"] = "x\nEOF\nimmutable-tag=pwned\nghadelimiter_x\ndigest<<EOF\nsha256:bad\nEOF"
     data["ref"] = "refs/heads/evil\nimmutable-tag=pwned"
     event = tmp_path / "event.json"
     event.write_text(json.dumps(data))
@@ -158,9 +156,7 @@ def test_payload_text_cannot_inject_outputs(runner: dict[str, str], tmp_path: Pa
 
 def test_console_script_and_module_both_run() -> None:
     for argv in (["buildonce", "--version"], [sys.executable, "-m", "buildonce", "--version"]):
-        exe = (
-            argv if argv[0] != "buildonce" else [str(Path(sys.executable).parent / "buildonce"), "--version"]
-        )
+        exe = argv if argv[0] != "buildonce" else [str(Path(sys.executable).parent / "buildonce"), "--version"]
         result = subprocess.run(exe, capture_output=True, text=True, check=False)
         assert result.returncode == 0
         assert result.stdout.startswith("buildonce ")

@@ -164,16 +164,12 @@ def test_commit_time_from_the_workspace(tmp_path: Path) -> None:
             "PATH": "/usr/bin:/bin",
         },
     )
-    sha = subprocess.run(
-        [*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    sha = subprocess.run([*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     assert git_commit_time(tmp_path, sha) == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     assert git_commit_time(tmp_path, "f" * 40) is None
 
     event = tmp_path / "event.json"
-    event.write_text(
-        json.dumps({"schedule": "x", "repository": {"full_name": "a/b", "default_branch": "main"}})
-    )
+    event.write_text(json.dumps({"schedule": "x", "repository": {"full_name": "a/b", "default_branch": "main"}}))
     env = {"GITHUB_EVENT_NAME": "schedule", "GITHUB_SHA": sha, "GITHUB_REF": "refs/heads/main"}
     ctx = load_context(env, event_path=event, workspace=tmp_path)
     assert ctx.commit_time == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

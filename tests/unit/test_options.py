@@ -46,9 +46,7 @@ def test_empty_entries_in_images_are_skipped_but_all_empty_is_an_error() -> None
         plan_options(inputs(images=" , \n"))
 
 
-@pytest.mark.parametrize(
-    "name", ["ghcr.io/acme/app", "127.0.0.1:5000/app", "localhost/app", "app", "a/b_c/d-e.f"]
-)
+@pytest.mark.parametrize("name", ["ghcr.io/acme/app", "127.0.0.1:5000/app", "localhost/app", "app", "a/b_c/d-e.f"])
 def test_valid_image_names(name: str) -> None:
     assert parse_image_name(name).name == name
 
@@ -104,17 +102,13 @@ def test_unparsable_metadata_json(text: str) -> None:
         plan_options(inputs(images="a/b", metadata_json=text))
 
 
-@pytest.mark.parametrize(
-    "platform", ["linux/banana", "linux", "plan10/amd64", "linux/arm/v9", "linux//amd64"]
-)
+@pytest.mark.parametrize("platform", ["linux/banana", "linux", "plan10/amd64", "linux/arm/v9", "linux//amd64"])
 def test_invalid_platforms(platform: str) -> None:
     with pytest.raises(InputError, match="'platforms'"):
         check_platform(platform)
 
 
-@pytest.mark.parametrize(
-    "platform", ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm64/v8", "windows/amd64"]
-)
+@pytest.mark.parametrize("platform", ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm64/v8", "windows/amd64"])
 def test_valid_platforms(platform: str) -> None:
     assert check_platform(platform) == platform
 

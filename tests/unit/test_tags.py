@@ -106,9 +106,7 @@ def test_not_semver(tag: str) -> None:
 
 
 def subject(kind: Kind, ref: str = "", pr: int | None = None) -> Subject:
-    return Subject(
-        kind=kind, sha=SHA, revision=SHA, ref_name=ref, pr_number=pr, pr_head_sha=SHA if pr else ""
-    )
+    return Subject(kind=kind, sha=SHA, revision=SHA, ref_name=ref, pr_number=pr, pr_head_sha=SHA if pr else "")
 
 
 @pytest.mark.parametrize(
