@@ -17,6 +17,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker.utils import kwargs_from_env
 
 from buildonce.errors import EngineError, RegistryError
@@ -52,6 +53,8 @@ _AUTH_PATTERNS = (
 _DENIED_PATTERNS = (r"\b403 [a-z]", r"denied", r"forbidden", r"insufficient_scope")
 _NAME_UNKNOWN = (r"name unknown", r"name_unknown", r"repository name not known", r"repository does not exist")
 _INVALID = (r"manifest invalid", r"manifest_invalid", r"blob unknown", r"blob_unknown", r"invalid manifest")
+# A cut or hung stream surfaces as requests' errors or, mid-body, as urllib3's own.
+_CONNECTION_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
 _LOADED = ("Loaded image: ", "Loaded image ID: ")
 _DIGEST_IN_STATUS = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
@@ -165,7 +168,7 @@ class Engine:
                 digest = _digest_of(message) or digest
         except docker.errors.APIError as exc:
             raise classify_push_error(str(reference), str(exc.explanation or exc)) from None
-        except (requests.exceptions.RequestException, OSError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise RegistryError(
                 f"pushing {reference}: the push did not finish within {timeout:.0f} s or the connection "
                 f"to the engine broke ({type(exc).__name__})",
@@ -191,7 +194,7 @@ class Engine:
                     raise classify_push_error(reference, text, "pulling")
         except docker.errors.APIError as exc:
             raise classify_push_error(reference, str(exc.explanation or exc), "pulling") from None
-        except (requests.exceptions.RequestException, OSError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise RegistryError(
                 f"pulling {reference}: no answer within {timeout:.0f} s ({type(exc).__name__})",
                 transient=True,

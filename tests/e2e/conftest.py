@@ -6,16 +6,17 @@ the unit tests still run on a laptop without Docker.
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_server import RegistryServer
-
-TEST_USER = "buildonce"
-TEST_PASSWORD = "not-a-real-secret-4821"
+from faultproxy import FaultProxy
+from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,3 +58,37 @@ def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def auth_registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     with RegistryServer(tmp_path_factory.mktemp("auth-registry"), users={TEST_USER: TEST_PASSWORD}) as server:
         yield server
+
+
+@pytest.fixture
+def fault_proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the session registry; push to ``fault_proxy.address``."""
+    with FaultProxy(registry.address) as proxy:
+        yield proxy
+
+
+BUSYBOX_IMAGE = "buildonce-test/busybox:1"
+_APPLETS = ("sh", "echo", "cat", "date", "sleep", "head", "ls", "mkdir", "touch", "test", "[")
+
+
+@pytest.fixture(scope="session")
+def busybox_image(engine: None) -> str:
+    """A base image with a shell for RUN steps, made from Debian's busybox-static (nothing is pulled)."""
+    inspect = subprocess.run(["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True, check=False)
+    if inspect.returncode == 0:
+        return BUSYBOX_IMAGE
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not Path(busybox).is_file():
+        pytest.fail("busybox-static is not installed; scripts/dev-env up installs it")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(busybox, arcname="bin/busybox")
+        for applet in _APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            archive.addfile(link)
+        tmp = tarfile.TarInfo("tmp")
+        tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
+        archive.addfile(tmp)
+    subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=buffer.getvalue(), capture_output=True, check=True)
+    return BUSYBOX_IMAGE

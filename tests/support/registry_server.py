@@ -15,6 +15,9 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+TEST_USER = "buildonce"
+TEST_PASSWORD = "not-a-real-secret-4821"  # noqa: S105 - the auth test registry's own throwaway login
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
