@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 TEST_USER = "buildonce"
-TEST_PASSWORD = "not-a-real-secret-4821"  # noqa: S105 - the auth test registry's own throwaway login
+TEST_PASSWORD = "not-a-real-secret-4821"
 
 
 def free_port() -> int:
