@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import zstandard
 
@@ -27,6 +28,17 @@ ZSTD_LEVEL = 3
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _Decompressor(Protocol):
+    """What zlib's and zstandard's streaming decompressors have in common."""
+
+    @property
+    def eof(self) -> bool: ...
+
+    def decompress(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -123,24 +135,20 @@ def read_image_tar(path: Path) -> Iterator[bytes]:
     with path.open("rb") as handle:
         head = handle.read(4)
         handle.seek(0)
+        decompressor: _Decompressor
         if head.startswith(_ZSTD_MAGIC):
-            reader = zstandard.ZstdDecompressor().stream_reader(handle)
-            try:
-                while chunk := reader.read(CHUNK_SIZE):
-                    yield chunk
-            except zstandard.ZstdError as exc:
-                raise ArtifactError(f"the artifact {path} is not a valid zstd stream ({exc}).") from None
+            kind, decompressor = "zstd", zstandard.ZstdDecompressor().decompressobj()
+        elif head.startswith(_GZIP_MAGIC):
+            kind, decompressor = "gzip", zlib.decompressobj(31)
+        else:
+            while chunk := handle.read(CHUNK_SIZE):
+                yield chunk
             return
-        if head.startswith(_GZIP_MAGIC):
-            gunzip = zlib.decompressobj(31)
-            try:
-                while chunk := handle.read(CHUNK_SIZE):
-                    yield gunzip.decompress(chunk)
-                yield gunzip.flush()
-            except zlib.error as exc:
-                raise ArtifactError(f"the artifact {path} is not a valid gzip stream ({exc}).") from None
-            if not gunzip.eof:
-                raise ArtifactError(f"the artifact {path} is a truncated gzip stream.")
-            return
-        while chunk := handle.read(CHUNK_SIZE):
-            yield chunk
+        try:
+            while chunk := handle.read(CHUNK_SIZE):
+                yield decompressor.decompress(chunk)
+            yield decompressor.flush()
+        except (zlib.error, zstandard.ZstdError) as exc:
+            raise ArtifactError(f"the artifact {path} is not a valid {kind} stream ({exc}).") from None
+        if not decompressor.eof:
+            raise ArtifactError(f"the artifact {path} is a truncated {kind} stream.")
