@@ -94,16 +94,22 @@ def _check_input_names(command: str, flags: Sequence[str]) -> None:
             )
 
 
-def _mask_secrets(inputs: Inputs, console: Console) -> None:
-    # Before anything else is printed: the runner can only hide what it was told about first.
-    for name in ("password",):
-        value = inputs.raw(name)
-        if value:
-            console.mask(value.strip("\r\n"))
+def _mask_secrets(inputs: Inputs, env: Mapping[str, str], console: Console) -> None:
+    """Tell the runner every secret before anything else is printed: it only hides what it knows of first.
+
+    That is the password, inline build secrets, and the values of the variables secret-envs points at.
+    """
+    password = inputs.raw("password")
+    if password:
+        console.mask(password.strip("\r\n"))
     for entry in inputs.lines("secrets"):
         _, _, value = entry.partition("=")
         if value:
             console.mask(value)
+    for entry in inputs.lines("secret-envs"):
+        _, _, name = entry.partition("=")
+        if env.get(name.strip()):
+            console.mask(env[name.strip()])
 
 
 def run_plan(call: Invocation) -> None:
@@ -142,7 +148,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     console = Console(stream=(sys.stderr if args.json else (stdout or sys.stdout)))
     try:
         inputs = Inputs.from_flags(environment, args.input)
-        _mask_secrets(inputs, console)
+        _mask_secrets(inputs, environment, console)
         _check_input_names(args.command, args.input)
         call = Invocation(args, inputs, environment, console, RunnerFiles.from_env(environment))
         _job(args.command)(call)

@@ -183,6 +183,8 @@ def run_consume(call: Invocation) -> None:
         + (f"@{target.digest}" if target.digest else f"tag {' or '.join(target.candidates)}")
         + (f" for commit {target.sha}" if target.sha else "")
     )
+    if options.check_freshness and not target.sha:
+        console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
     engine = Engine.connect(call.env)
     if options.login:
         try:

@@ -72,14 +72,6 @@ class Inputs:
         """A list separated by newlines or commas (images, tags, platforms)."""
         return _split(self.raw(name) or "", commas=True)
 
-    def given(self) -> set[str]:
-        """Names of every input that has a non-blank value, for reporting unknown inputs."""
-        names = {name for name, value in self._overrides.items() if value.strip()}
-        for key, value in self._env.items():
-            if key.startswith("INPUT_") and value.strip():
-                names.add(key[len("INPUT_") :].lower().replace("_", "-"))
-        return names
-
 
 def _split(value: str, *, commas: bool) -> list[str]:
     parts = re.split(r"[\r\n,]" if commas else r"[\r\n]", value)

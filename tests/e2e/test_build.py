@@ -244,3 +244,34 @@ def test_engine_unreachable_is_a_clear_error(registry: RegistryServer, tmp_path:
     assert run.code == 1
     (error,) = run.errors()
     assert "cannot reach the Docker engine" in error
+
+
+def test_allow_overwrite_replaces_another_commits_image(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("overwrite")
+    first = build(scratch_context(tmp_path / "a"), "push-branch", images=f"{registry.address}/{repo}")
+    assert first.code == 0, first.log
+    other = payload("push-branch")
+    other["after"] = "abc1234" + "f" * 33
+    run = build(
+        scratch_context(tmp_path / "b", "other"),
+        "push-branch",
+        images=f"{registry.address}/{repo}",
+        inputs={"allow-overwrite": "true"},
+        env={"GITHUB_SHA": other["after"]},
+        data=other,
+    )
+    assert run.code == 0, run.log
+    assert any("overwriting" in warning for warning in run.warnings())
+    assert run.outputs["digest"] != first.outputs["digest"]
+    assert_served(registry, repo, ["feature-add-new-feature-abc1234"], run.outputs["digest"])
+
+
+def test_rerun_with_an_extra_tag_adds_it_to_the_reused_image(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("retag")
+    context = scratch_context(tmp_path)
+    first = build(context, "push-default", images=f"{registry.address}/{repo}")
+    assert first.code == 0, first.log
+    second = build(context, "push-default", images=f"{registry.address}/{repo}", inputs={"tags": "stable"})
+    assert second.code == 0, second.log
+    assert second.outputs["reused"] == "true"
+    assert_served(registry, repo, ["latest", "sha-0123456", "stable"], first.outputs["digest"])

@@ -160,3 +160,21 @@ def test_console_script_and_module_both_run() -> None:
         result = subprocess.run(exe, capture_output=True, text=True, check=False)
         assert result.returncode == 0
         assert result.stdout.startswith("buildonce ")
+
+
+def test_secrets_are_masked_before_anything_else(runner: dict[str, str]) -> None:
+    env = {
+        **runner_env("push-branch"),
+        **runner,
+        "INPUT_IMAGES": "BAD IMAGE",
+        "INPUT_PASSWORD": "pw-123456",
+        "INPUT_SECRETS": "token=tok-abcdef",
+        "INPUT_SECRET-ENVS": "npm=NPM_TOKEN",
+        "NPM_TOKEN": "npm-987654",
+    }
+    code, log = run(["plan"], env)
+    assert code == 1
+    lines = log.splitlines()
+    masks = [line for line in lines if line.startswith("::add-mask::")]
+    assert masks == lines[: len(masks)]
+    assert {line.removeprefix("::add-mask::") for line in masks} == {"pw-123456", "tok-abcdef", "npm-987654"}
