@@ -103,9 +103,23 @@ def choose_output(push_via: PushVia, builder: Builder, engine: Engine, plan: Pla
     """Build into the engine when it can hold the result (the docker driver; several platforms need the
     containerd store), else into an OCI layout that buildonce pushes itself. Either way the build runs once
     and a push fault only ever repeats the push."""
+    if builder.exports_to_engine and not engine.containerd_store:
+        # The classic image store holds one platform, and its docker driver exports nothing but images.
+        if len(plan.platforms) > 1:
+            raise InputError(
+                f"input 'platforms' names {len(plan.platforms)} platforms, but the builder {builder.name!r} uses the "
+                "docker driver with the classic image store, which holds one platform per image. Create a "
+                "docker-container builder first (docker/setup-buildx-action), or enable the containerd image store."
+            )
+        if push_via is PushVia.LAYOUT:
+            raise InputError(
+                "input 'push-via' is layout, but the docker driver with the classic image store cannot export "
+                "an OCI layout. Use push-via: auto, or a docker-container builder."
+            )
+        return Output.ENGINE
     if push_via is PushVia.LAYOUT:
         return Output.LAYOUT
-    engine_can = builder.exports_to_engine and (len(plan.platforms) <= 1 or engine.containerd_store)
+    engine_can = builder.exports_to_engine
     if push_via is PushVia.ENGINE:
         if not engine_can:
             raise InputError(

@@ -8,6 +8,7 @@ commands.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -121,7 +122,7 @@ class Engine:
         info: dict[str, Any] = self.client.info()
         return info
 
-    @property
+    @functools.cached_property
     def containerd_store(self) -> bool:
         """Whether images live in containerd's store, where a multi-platform image can be loaded and pushed."""
         status = self.info().get("DriverStatus") or []

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, cast
+
+import pytest
+from events import payload, runner_env
+
+from buildonce.build import choose_output
+from buildonce.buildx import Builder, Output
+from buildonce.context import build_context
+from buildonce.engine import Engine
+from buildonce.errors import InputError
+from buildonce.options import PushVia, plan_options
+from buildonce.plan import Plan, make_plan
+from buildonce.workflow import Inputs
+
+
+class FakeEngine:
+    def __init__(self, containerd_store: bool) -> None:
+        self.containerd_store = containerd_store
+
+
+def plan(platforms: str = "") -> Plan:
+    options = plan_options(Inputs({}, {"images": "a/b", "platforms": platforms}))
+    ctx = build_context(runner_env("push-branch"), payload("push-branch"))
+    return make_plan(ctx, options, now=datetime(2030, 1, 1, tzinfo=timezone.utc))
+
+
+def engine(containerd: bool) -> Engine:
+    return cast(Engine, cast(Any, FakeEngine(containerd)))
+
+
+DOCKER = Builder("default", "docker", "")
+CONTAINER = Builder("ci", "docker-container", "v0.13")
+MULTI = "linux/amd64,linux/arm64"
+
+
+@pytest.mark.parametrize(
+    ("via", "builder", "containerd", "platforms", "expected"),
+    [
+        (PushVia.AUTO, DOCKER, True, "", Output.ENGINE),
+        (PushVia.AUTO, DOCKER, True, MULTI, Output.ENGINE),
+        (PushVia.AUTO, DOCKER, False, "", Output.ENGINE),
+        (PushVia.AUTO, CONTAINER, False, MULTI, Output.LAYOUT),
+        (PushVia.AUTO, CONTAINER, True, "", Output.LAYOUT),
+        (PushVia.LAYOUT, DOCKER, True, "", Output.LAYOUT),
+        (PushVia.ENGINE, DOCKER, True, MULTI, Output.ENGINE),
+    ],
+)
+def test_choice(via: PushVia, builder: Builder, containerd: bool, platforms: str, expected: Output) -> None:
+    assert choose_output(via, builder, engine(containerd), plan(platforms)) is expected
+
+
+@pytest.mark.parametrize(
+    ("via", "builder", "containerd", "platforms", "fragment"),
+    [
+        (PushVia.AUTO, DOCKER, False, MULTI, "input 'platforms'"),
+        (PushVia.LAYOUT, DOCKER, False, "", "input 'push-via'"),
+        (PushVia.ENGINE, CONTAINER, True, "", "input 'push-via'"),
+    ],
+)
+def test_impossible_combinations_are_input_errors(
+    via: PushVia, builder: Builder, containerd: bool, platforms: str, fragment: str
+) -> None:
+    with pytest.raises(InputError, match=fragment):
+        choose_output(via, builder, engine(containerd), plan(platforms))
