@@ -17,7 +17,7 @@ from buildonce.artifact import read_image_tar
 from buildonce.artifact import verify as verify_artifact
 from buildonce.context import Context
 from buildonce.engine import Engine
-from buildonce.errors import ArtifactError, FatalError, InputError, RegistryError, VerificationError
+from buildonce.errors import ArtifactError, ContextError, FatalError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys
 from buildonce.options import ConsumeOptions, Login, RetryOptions, consume_options, verify_options
 from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name
@@ -75,7 +75,14 @@ def target_for(options: ConsumeOptions, context: Context | None) -> Target:
             pr_head_sha=options.sha,
         )
     elif context is not None:
-        subject = subject_of(context, pr_sha=options.pr_sha, pr_number=options.pr_number)
+        try:
+            subject = subject_of(context, pr_sha=options.pr_sha, pr_number=options.pr_number)
+        except ContextError:
+            # A fork's pull request: the workflow_run names no PR number, but then nothing was pushed
+            # either, and the artifact (which does not need the tag to be found) is the way in.
+            if not (options.artifact_path and context.upstream):
+                raise
+            return Target(image, (), "", options.sha or context.upstream.head_sha)
     else:
         raise InputError(
             "nothing says which image to consume: give 'digest' or 'tag', or 'pr-number' and 'sha', "
@@ -128,6 +135,8 @@ class Consumer:
             if found:
                 tag, digest = candidate, found
                 break
+        if not digest and not target.candidates:
+            raise RegistryError("no tag to look up in the registry (the triggering run named no pull request)")
         if not digest:
             raise RegistryError(
                 f"{target.image} has no tag {' or '.join(target.candidates)} in the registry. "
@@ -155,7 +164,12 @@ class Consumer:
         names = [target.image.with_tag(tag) for tag in target.candidates]
         if target.digest:
             names.insert(0, target.image.with_digest(target.digest))
-        found = next(((name, image) for name in [*names, *loaded] if (image := self.engine.inspect(name))), None)
+        # The tags the build planned first; else any image of this repository in the tar (a fork's PR,
+        # whose number the triggering run did not name). Freshness is checked on whichever is found.
+        same_repository = [name for name in loaded if _repository_of(name) == target.image.name]
+        found = next(
+            ((name, image) for name in [*names, *same_repository] if (image := self.engine.inspect(name))), None
+        )
         if found is None:
             raise ArtifactError(
                 f"the artifact {path} loaded {', '.join(loaded) or 'nothing'}, which is not "
@@ -167,6 +181,12 @@ class Consumer:
         tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] and "@" not in name else ""
         self.console.info(f"Loaded {name} ({image.id}) from {path}")
         return Consumed(image=name, digest=image.id, source="artifact", tag=tag)
+
+
+def _repository_of(reference: str) -> str:
+    name = reference.split("@", 1)[0]
+    head, sep, tag = name.rpartition(":")
+    return head if sep and "/" not in tag else name
 
 
 def run_consume(call: Invocation) -> None:

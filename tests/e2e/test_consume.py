@@ -208,3 +208,20 @@ def test_verify_checks_without_pulling(registry: RegistryServer, tmp_path: Path)
     assert bad.code == 1
     assert sha in bad.errors()[0]
     assert "f" * 40 in bad.errors()[0]
+
+
+def test_fork_pull_request_is_consumed_from_its_artifact(registry: RegistryServer, tmp_path: Path) -> None:
+    image = f"{registry.address}/{unique('fork')}"
+    built = build(context_dir(tmp_path / "build"), "pull-request-fork", image)
+    assert built.outputs["pushed"] == "false"
+    remove_local(f"{image}:pr-7-7777777")
+    # GitHub leaves workflow_run.pull_requests empty for a fork: no PR number, so no tag to compute.
+    run = consume(
+        tmp_path / "downstream",
+        "workflow-run-fork-pr",
+        {"image": image, "artifact-path": built.outputs["artifact-path"]},
+    )
+    assert run.code == 0, run.log
+    assert run.outputs["source"] == "artifact"
+    assert run.outputs["image"] == f"{image}:pr-7-7777777"
+    assert local_labels(run.outputs["image"])["dev.buildonce.pr.head-sha"] == "7" * 40
