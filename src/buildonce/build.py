@@ -38,7 +38,7 @@ from buildonce.layout import layout_size, layout_tar
 from buildonce.options import BuildOptions, PushVia, build_options
 from buildonce.plan import Plan, describe, make_plan
 from buildonce.references import ImageName, Reference
-from buildonce.registry import Credentials, Registry
+from buildonce.registry import Credentials, Registry, default_docker_config
 from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Subject
@@ -74,7 +74,7 @@ def run_build(call: Invocation) -> None:
     )
     login = options.login
     logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    config_dir = Path(call.env["DOCKER_CONFIG"]) if call.env.get("DOCKER_CONFIG") else None
+    config_dir = default_docker_config(call.env)
     registry = Registry(logins=logins, docker_config=config_dir, timeout=min(300, policy.timeout_seconds))
     if login:
         engine.login(login)
@@ -252,26 +252,41 @@ class BuildJob:
 
     # --- pushing ---------------------------------------------------------------------------------
     def _push_engine(self, references: Sequence[Reference], expected: str) -> tuple[str, int]:
-        """Push every reference through the engine. The first push to each repository uploads the
-        layers; the other tags of that repository then only add a manifest, so they run concurrently."""
+        """Push every reference: the first of each repository through the engine, which uploads the layers;
+        the others by putting that same manifest under their tags, all at once.
+
+        Several engine pushes of one image to one repository at the same time race inside the engine (an
+        index can be committed before the children another push is still writing); a manifest put cannot.
+        """
         digests: dict[Reference, str] = {}
         attempts = 0
 
-        def push(ref: Reference) -> None:
+        def attempt(what: str, operation: Callable[[], T]) -> T:
             nonlocal attempts
-            digest, used = self.policy.call(lambda: self.engine.push(ref, self.policy.timeout_seconds), f"push {ref}")
-            digests[ref] = digest
+            result, used = self.policy.call(operation, what)
             attempts = max(attempts, used)
-            self.console.info(f"Pushed {ref} ({digest})")
+            return result
+
+        def push_repository(refs: list[Reference]) -> None:
+            first = refs[0]
+            digest = attempt(f"push {first}", partial(self.engine.push, first, self.policy.timeout_seconds))
+            digests[first] = digest
+            self.console.info(f"Pushed {first} ({digest})")
+            if len(refs) == 1:
+                return
+            manifest = attempt(f"read {first}", partial(self.registry.get_manifest, first.image, digest))
+            if manifest is None:
+                raise VerificationError(f"{first.image.with_digest(digest)} is missing right after its push.")
+
+            def tag(ref: Reference) -> None:
+                digests[ref] = attempt(f"tag {ref}", partial(self.registry.put_manifest, ref.image, ref.tag, manifest))
+                self.console.info(f"Tagged {ref}")
+
+            _run_all(tag, refs[1:])
 
         by_repository: dict[ImageName, list[Reference]] = {}
         for ref in references:
             by_repository.setdefault(ref.image, []).append(ref)
-
-        def push_repository(refs: list[Reference]) -> None:
-            push(refs[0])
-            _run_all(push, refs[1:])
-
         with self.console.group(f"Push: {len(references)} reference(s)"):
             _run_all(push_repository, list(by_repository.values()))
         distinct = set(digests.values())

@@ -21,7 +21,7 @@ from buildonce.errors import ArtifactError, ContextError, FatalError, InputError
 from buildonce.labels import REVISION, Keys
 from buildonce.options import ConsumeOptions, Login, RetryOptions, consume_options, verify_options
 from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name
-from buildonce.registry import Credentials, Registry
+from buildonce.registry import Credentials, Registry, default_docker_config
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
 from buildonce.workflow import Console
@@ -103,8 +103,7 @@ def _policy(retry: RetryOptions, console: Console) -> RetryPolicy:
 
 def _registry(login: Login | None, env: Mapping[str, str], timeout: float) -> Registry:
     logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    config = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else None
-    return Registry(logins=logins, docker_config=config, timeout=min(300, timeout))
+    return Registry(logins=logins, docker_config=default_docker_config(env), timeout=min(300, timeout))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import email.utils
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import time
 import warnings
@@ -247,7 +246,7 @@ def platforms_of(index: Mapping[str, Any]) -> list[str]:
 
 def default_docker_config(env: Mapping[str, str]) -> Path:
     """Where the docker CLI keeps config.json: ``$DOCKER_CONFIG``, else ``~/.docker``."""
-    return Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    return Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path(env.get("HOME") or Path.home()) / ".docker"
 
 
 def credentials_from_entry(entry: Mapping[str, Any] | None) -> Credentials | None:
@@ -399,7 +398,8 @@ class Registry:
         timeout: float = 60.0,
     ) -> None:
         self._logins = {normalize_registry(host): login for host, login in (logins or {}).items()}
-        self._docker_config = docker_config if docker_config is not None else default_docker_config(os.environ)
+        # No config directory means explicit logins only; callers pass default_docker_config(env).
+        self._docker_config = docker_config
         self._timeout = timeout
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "buildonce"
@@ -763,6 +763,8 @@ class Registry:
     def _from_docker_config(self, registry: str) -> Credentials | None:
         """Credentials for ``registry`` as the docker CLI would find them: config.json's ``auths``, or the
         credential helper it names (``credsStore`` / ``credHelpers``)."""
+        if self._docker_config is None:
+            return None
         path = self._docker_config / "config.json"
         try:
             data = json.loads(path.read_bytes())

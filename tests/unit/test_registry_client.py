@@ -276,7 +276,7 @@ def test_docker_config_from_the_environment(
     (tmp_path / "config.json").write_text(json.dumps({"auths": {f"http://{fake.address}/v2/": {"auth": auth}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     assert default_docker_config(os.environ) == tmp_path
-    with Registry() as registry:
+    with Registry(docker_config=default_docker_config(os.environ)) as registry:
         assert registry.resolve(fake.image(), "v1") == DIGEST
 
 
