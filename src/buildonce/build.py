@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from buildonce.buildx import (
 )
 from buildonce.engine import Engine
 from buildonce.errors import ImmutableTagError, InputError, VerificationError
-from buildonce.labels import REVISION, Keys
+from buildonce.labels import REVISION, Keys, annotations_for
 from buildonce.layout import layout_size, layout_tar
 from buildonce.options import BuildOptions, PushVia, build_options
 from buildonce.plan import Plan, describe, make_plan
@@ -143,6 +143,14 @@ def commit_of(subject: Subject, labels: dict[str, str], keys: Keys) -> str:
     return labels.get(REVISION, "")
 
 
+@dataclass(frozen=True)
+class Existing:
+    """The image an immutable tag already holds, built from this very commit."""
+
+    digest: str
+    labels: dict[str, str]
+
+
 @dataclass
 class BuildJob:
     plan: Plan
@@ -154,20 +162,21 @@ class BuildJob:
     keys: Keys
 
     # --- before building -------------------------------------------------------------------------
-    def check_immutable_tags(self) -> str | None:
-        """Fail if an immutable tag holds another commit's image; return the digest if every one already
+    def check_immutable_tags(self) -> Existing | None:
+        """Fail if an immutable tag holds another commit's image; return that image if every one already
         holds this commit's image (so there is nothing to build)."""
         subject = self.plan.subject
-        found: set[str | None] = set()
+        ours: dict[str, dict[str, str]] = {}
+        complete = True
         for ref in self.plan.immutable_references:
             digest = self._resolve(ref)
             if digest is None:
-                found.add(None)
+                complete = False
                 continue
             labels, _ = self.policy.call(partial(self.registry.labels, ref.image, digest), f"read labels of {ref}")
             built_from = commit_of(subject, labels or {}, self.keys)
             if built_from == subject.sha:
-                found.add(digest)
+                ours[digest] = labels or {}
                 continue
             other = built_from or "an unknown commit (the image has no revision label)"
             if not self.options.allow_overwrite:
@@ -177,14 +186,18 @@ class BuildJob:
                     "set allow-overwrite: true."
                 )
             self.console.warning(f"{ref} holds an image of {other}; overwriting it (allow-overwrite is set)")
-            found.add(None)
-        if len(found) == 1 and None not in found:
-            return found.pop()
+            complete = False
+        if complete and len(ours) == 1:
+            ((digest, labels),) = ours.items()
+            return Existing(digest, labels)
         return None
 
     # --- the two ways to a pushed image ----------------------------------------------------------
-    def reuse(self, digest: str) -> BuildReport:
-        plan = self.plan
+    def reuse(self, existing: Existing) -> BuildReport:
+        digest = existing.digest
+        # The outputs describe the image that is reported, whose labels (created, version…) are those of
+        # the run that built it, not those this run would have given it.
+        plan = replace(self.plan, labels=existing.labels, annotations=tuple(annotations_for(existing.labels)))
         self.console.notice(
             f"{plan.immutable_tag} already holds {digest}, built from {plan.subject.sha[:12]}: the build is "
             "skipped and that image is reported. Set rebuild: true to build it again.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,8 @@ def test_rerun_of_the_same_commit_reuses_the_image(registry: RegistryServer, tmp
     assert second.outputs["digest"] == first.outputs["digest"]
     assert second.outputs["reused"] == "true"
     assert "docker buildx build" not in second.log
+    # The outputs describe the image reported, labels included: the first run's.
+    assert json.loads(second.outputs["json"])["labels"] == json.loads(first.outputs["json"])["labels"]
     assert any("already holds" in notice for notice in second.notices())
     assert "reused" in second.summary
     forced = build(context, "push-branch", images=f"{registry.address}/{repo}", inputs={"rebuild": "true"})
@@ -275,3 +278,18 @@ def test_rerun_with_an_extra_tag_adds_it_to_the_reused_image(registry: RegistryS
     assert second.code == 0, second.log
     assert second.outputs["reused"] == "true"
     assert_served(registry, repo, ["latest", "sha-0123456", "stable"], first.outputs["digest"])
+
+
+def test_reused_image_outputs_its_own_labels(registry: RegistryServer, tmp_path: Path) -> None:
+    # A pull request payload carries no commit time, so each plan takes "created" from the clock.
+    repo = unique("relabel")
+    first = build(scratch_context(tmp_path), "pull-request", images=f"{registry.address}/{repo}")
+    assert first.code == 0, first.log
+    time.sleep(1.1)
+    second = build(scratch_context(tmp_path), "pull-request", images=f"{registry.address}/{repo}")
+    assert second.code == 0, second.log
+    assert second.outputs["reused"] == "true"
+    (config,) = registry_api.configs(registry.address, repo, second.outputs["digest"])
+    served = config["config"]["Labels"]
+    assert json.loads(second.outputs["json"])["labels"] == served
+    assert f"org.opencontainers.image.created={served['org.opencontainers.image.created']}" in second.outputs["labels"]
