@@ -19,7 +19,7 @@ from buildonce.context import Context
 from buildonce.engine import Engine
 from buildonce.errors import ArtifactError, ContextError, FatalError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys
-from buildonce.options import ConsumeOptions, Login, RetryOptions, consume_options, verify_options
+from buildonce.options import ConsumeOptions, Login, RetryOptions, Source, consume_options, verify_options
 from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name
 from buildonce.registry import Credentials, Registry, default_docker_config
 from buildonce.retry import RetryPolicy
@@ -191,11 +191,12 @@ def _repository_of(reference: str) -> str:
 def run_consume(call: Invocation) -> None:
     options = consume_options(call.inputs)
     console = call.console
+    if options.source is Source.ARTIFACT and not options.artifact_path:
+        raise InputError("input 'source' is artifact, but 'artifact-path' is empty. Give the path of the tar.")
     context: Context | None = None
     if not (options.digest or options.tag or (options.pr_number and options.sha)):
         context = call.context(options.default_branch)
     target = target_for(options, context)
-    keys = Keys(options.label_namespace)
     policy = _policy(options.retry, console)
     console.info(
         f"Consuming {target.image} "
@@ -205,25 +206,37 @@ def run_consume(call: Invocation) -> None:
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
     engine = Engine.connect(call.env)
-    if options.login:
-        try:
-            engine.login(options.login)
-        except RegistryError:
-            if not options.artifact_path:
-                raise
     registry = _registry(options.login, call.env, policy.timeout_seconds)
-    consumer = Consumer(engine, registry, policy, keys, options.check_freshness, console)
+    consumer = Consumer(engine, registry, policy, Keys(options.label_namespace), options.check_freshness, console)
     try:
-        consumed = consumer.from_registry(target)
-    except RegistryError as failure:
-        if not options.artifact_path:
-            raise
-        console.warning(f"the registry could not serve the image ({failure}); using the artifact instead")
-        consumed = consumer.from_artifact(target, Path(options.artifact_path))
+        consumed = _consume(consumer, options, target)
     finally:
         registry.close()
-    engine.close()
-    call.finish(consumed.outputs(), _summary(consumed, target))
+        engine.close()
+    if consumed is None:
+        call.finish({"image": "", "digest": "", "source": "", "tag": "", "need-artifact": "true"})
+        return
+    call.finish({**consumed.outputs(), "need-artifact": "false"}, _summary(consumed, target))
+
+
+def _consume(consumer: Consumer, options: ConsumeOptions, target: Target) -> Consumed | None:
+    """The registry first, then the artifact; ``None`` when the artifact is needed but left for later."""
+    if options.source is Source.ARTIFACT:
+        return consumer.from_artifact(target, Path(options.artifact_path))
+    try:
+        if options.login:
+            consumer.engine.login(options.login)
+        return consumer.from_registry(target)
+    except RegistryError as failure:
+        if options.source is Source.REGISTRY:
+            raise
+        if options.artifact_path:
+            consumer.console.warning(f"the registry could not serve the image ({failure}); using the artifact")
+            return consumer.from_artifact(target, Path(options.artifact_path))
+        if not options.defer_artifact:
+            raise
+        consumer.console.warning(f"the registry could not serve the image ({failure}); the artifact is needed")
+        return None
 
 
 def _summary(consumed: Consumed, target: Target) -> str:

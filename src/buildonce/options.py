@@ -94,6 +94,8 @@ CONSUME_INPUTS: dict[str, str] = {
     "default-branch": "",
     "label-namespace": DEFAULT_NAMESPACE,
     "artifact-path": "",
+    "source": "auto",
+    "defer-artifact": "false",
     "check-freshness": "true",
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
@@ -124,6 +126,13 @@ class PushVia(enum.Enum):
     AUTO = "auto"
     ENGINE = "engine"
     LAYOUT = "layout"
+
+
+class Source(enum.Enum):
+    AUTO = "auto"
+    """The registry, then the artifact (when one is given) if the registry cannot serve the image."""
+    REGISTRY = "registry"
+    ARTIFACT = "artifact"
 
 
 class Compression(enum.Enum):
@@ -441,6 +450,8 @@ class ConsumeOptions:
     default_branch: str
     label_namespace: str
     artifact_path: str
+    source: Source
+    defer_artifact: bool
     check_freshness: bool
     retry: RetryOptions
     login: Login | None
@@ -471,6 +482,8 @@ def consume_options(inputs: Inputs) -> ConsumeOptions:
         default_branch=inputs.get("default-branch"),
         label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
         artifact_path=inputs.get("artifact-path"),
+        source=_choice(inputs, defaults, "source", Source),
+        defer_artifact=_bool(inputs, defaults, "defer-artifact"),
         check_freshness=_bool(inputs, defaults, "check-freshness"),
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),

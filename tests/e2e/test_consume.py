@@ -225,3 +225,54 @@ def test_fork_pull_request_is_consumed_from_its_artifact(registry: RegistryServe
     assert run.outputs["source"] == "artifact"
     assert run.outputs["image"] == f"{image}:pr-7-7777777"
     assert local_labels(run.outputs["image"])["dev.buildonce.pr.head-sha"] == "7" * 40
+
+
+def test_defer_artifact_reports_the_need_instead_of_failing(tmp_path: Path, engine: None) -> None:
+    server = RegistryServer(tmp_path / "registry").start()
+    image = f"{server.address}/{unique('defer')}"
+    try:
+        built = build(context_dir(tmp_path / "build"), "pull-request", image)
+    finally:
+        server.stop()
+    deferred = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image, "defer-artifact": "true"})
+    assert deferred.code == 0, deferred.log
+    assert deferred.outputs["need-artifact"] == "true"
+    assert deferred.outputs["digest"] == ""
+    remove_local(f"{image}:pr-123-abc1234")
+    loaded = consume(
+        tmp_path / "again",
+        "workflow-run-pr",
+        {"image": image, "source": "artifact", "artifact-path": built.outputs["artifact-path"]},
+    )
+    assert loaded.code == 0, loaded.log
+    assert (loaded.outputs["source"], loaded.outputs["need-artifact"]) == ("artifact", "false")
+    assert "registry" not in " ".join(loaded.warnings())
+
+
+def test_defer_artifact_still_fails_a_stale_image(registry: RegistryServer, tmp_path: Path) -> None:
+    image = f"{registry.address}/{unique('stale-defer')}"
+    build(context_dir(tmp_path / "build"), "pull-request", image)
+    later = payload("workflow-run-pr")
+    later["workflow_run"]["head_sha"] = "abc1234" + "e" * 33
+    later["workflow_run"]["pull_requests"][1]["head"]["sha"] = "abc1234" + "e" * 33
+    run = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image, "defer-artifact": "true"}, data=later)
+    assert run.code == 1
+    assert run.outputs == {}
+
+
+def test_source_registry_never_touches_the_artifact(tmp_path: Path, engine: None) -> None:
+    server = RegistryServer(tmp_path / "registry").start()
+    image = f"{server.address}/{unique('only-registry')}"
+    try:
+        built = build(context_dir(tmp_path / "build"), "pull-request", image)
+    finally:
+        server.stop()
+    run = consume(
+        tmp_path / "downstream",
+        "workflow-run-pr",
+        {"image": image, "source": "registry", "artifact-path": built.outputs["artifact-path"]},
+    )
+    assert run.code == 1
+    (error,) = run.errors()
+    assert "::error title=Registry::" in run.log
+    assert "artifact" not in error
