@@ -5,28 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import registry_api
 from action_run import Run, run_buildonce
+from build_contexts import scratch_context, unique
 from events import payload
 from registry_server import RegistryServer
 
 FAST_RETRY = {"retry-wait-seconds": "0.2", "timeout-minutes": "2"}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def scratch_context(directory: Path, text: str = "hello") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "hello.txt").write_text(text)
-    (directory / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
-    return directory
 
 
 def build(

@@ -14,13 +14,10 @@ from pathlib import Path
 import pytest
 import registry_api
 from action_run import Run, run_buildonce
+from build_contexts import unique
 from events import payload, runner_env
 from faultproxy import Drop, Fault, FaultProxy, Hang, Status
 from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def run_step_context(directory: Path, base: str) -> Path:

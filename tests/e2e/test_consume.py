@@ -5,27 +5,16 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from action_run import Run, run_buildonce
+from build_contexts import scratch_context, unique
 from events import payload, runner_env
 from registry_server import RegistryServer
 
 FAST = {"retry-wait-seconds": "0.1", "retry-attempts": "2", "timeout-minutes": "1"}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def context_dir(directory: Path, text: str = "hello") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "hello.txt").write_text(text)
-    (directory / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
-    return directory
 
 
 def build(workdir: Path, fixture: str, image: str, inputs: dict[str, str] | None = None) -> Run:
@@ -73,7 +62,7 @@ def remove_local(*references: str) -> None:
 
 def test_pull_request_image_consumed_from_a_workflow_run(registry: RegistryServer, tmp_path: Path) -> None:
     image = f"{registry.address}/{unique('wr')}"
-    built = build(context_dir(tmp_path / "build"), "pull-request", image)
+    built = build(scratch_context(tmp_path / "build"), "pull-request", image)
     remove_local(f"{image}:pr-123-abc1234", built.outputs["image"])
     run = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image})
     assert run.code == 0, run.log
@@ -89,7 +78,7 @@ def test_branch_push_consumed_from_a_workflow_run(registry: RegistryServer, tmp_
     data = payload("push-branch")
     data["ref"] = "refs/heads/feature/dns/subdomain"
     data["after"] = "def5678" + "b" * 33
-    context_dir(tmp_path / "build")
+    scratch_context(tmp_path / "build")
     built = run_buildonce(
         "build",
         tmp_path / "build",
@@ -108,7 +97,7 @@ def test_branch_push_consumed_from_a_workflow_run(registry: RegistryServer, tmp_
 
 def test_consumed_directly_on_the_pull_request_event(registry: RegistryServer, tmp_path: Path) -> None:
     image = f"{registry.address}/{unique('direct')}"
-    built = build(context_dir(tmp_path / "build"), "pull-request", image)
+    built = build(scratch_context(tmp_path / "build"), "pull-request", image)
     run = consume(tmp_path / "downstream", "pull-request", {"image": image})
     assert run.code == 0, run.log
     assert run.outputs["digest"] == built.outputs["digest"]
@@ -118,7 +107,7 @@ def test_registry_down_falls_back_to_the_artifact(tmp_path: Path, engine: None) 
     server = RegistryServer(tmp_path / "registry").start()
     image = f"{server.address}/{unique('fallback')}"
     try:
-        built = build(context_dir(tmp_path / "build"), "pull-request", image)
+        built = build(scratch_context(tmp_path / "build"), "pull-request", image)
     finally:
         server.stop()
     remove_local(f"{image}:pr-123-abc1234")
@@ -135,7 +124,7 @@ def test_registry_down_falls_back_to_the_artifact(tmp_path: Path, engine: None) 
 
 def test_stale_tag_fails_freshness_naming_both_shas(registry: RegistryServer, tmp_path: Path) -> None:
     image = f"{registry.address}/{unique('stale')}"
-    build(context_dir(tmp_path / "build"), "pull-request", image)
+    build(scratch_context(tmp_path / "build"), "pull-request", image)
     later = payload("workflow-run-pr")
     # The same 7-character prefix, another commit: the tag a consumer computes points at the wrong image.
     later["workflow_run"]["head_sha"] = "abc1234" + "e" * 33
@@ -153,7 +142,7 @@ def test_damaged_artifact_is_a_clear_error(tmp_path: Path, engine: None, damage:
     server = RegistryServer(tmp_path / "registry").start()
     image = f"{server.address}/{unique('damaged')}"
     try:
-        built = build(context_dir(tmp_path / "build"), "pull-request", image)
+        built = build(scratch_context(tmp_path / "build"), "pull-request", image)
     finally:
         server.stop()
     artifact = Path(built.outputs["artifact-path"])
@@ -174,7 +163,7 @@ def test_compressed_artifact_round_trip(tmp_path: Path, engine: None, compressio
     image = f"{server.address}/{unique('zip')}"
     try:
         built = build(
-            context_dir(tmp_path / "build", f"payload {compression}"),
+            scratch_context(tmp_path / "build", f"payload {compression}"),
             "pull-request",
             image,
             {"artifact-compression": compression},
@@ -199,7 +188,7 @@ def test_compressed_artifact_round_trip(tmp_path: Path, engine: None, compressio
 
 def test_verify_checks_without_pulling(registry: RegistryServer, tmp_path: Path) -> None:
     image = f"{registry.address}/{unique('verify')}"
-    built = build(context_dir(tmp_path / "build"), "push-default", image)
+    built = build(scratch_context(tmp_path / "build"), "push-default", image)
     sha = runner_env("push-default")["GITHUB_SHA"]
     ok = consume(tmp_path / "v1", "push-default", {"image": built.outputs["image"], "sha": sha}, command="verify")
     assert ok.code == 0, ok.log
@@ -212,7 +201,7 @@ def test_verify_checks_without_pulling(registry: RegistryServer, tmp_path: Path)
 
 def test_fork_pull_request_is_consumed_from_its_artifact(registry: RegistryServer, tmp_path: Path) -> None:
     image = f"{registry.address}/{unique('fork')}"
-    built = build(context_dir(tmp_path / "build"), "pull-request-fork", image)
+    built = build(scratch_context(tmp_path / "build"), "pull-request-fork", image)
     assert built.outputs["pushed"] == "false"
     remove_local(f"{image}:pr-7-7777777")
     # GitHub leaves workflow_run.pull_requests empty for a fork: no PR number, so no tag to compute.
@@ -231,7 +220,7 @@ def test_defer_artifact_reports_the_need_instead_of_failing(tmp_path: Path, engi
     server = RegistryServer(tmp_path / "registry").start()
     image = f"{server.address}/{unique('defer')}"
     try:
-        built = build(context_dir(tmp_path / "build"), "pull-request", image)
+        built = build(scratch_context(tmp_path / "build"), "pull-request", image)
     finally:
         server.stop()
     deferred = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image, "defer-artifact": "true"})
@@ -251,7 +240,7 @@ def test_defer_artifact_reports_the_need_instead_of_failing(tmp_path: Path, engi
 
 def test_defer_artifact_still_fails_a_stale_image(registry: RegistryServer, tmp_path: Path) -> None:
     image = f"{registry.address}/{unique('stale-defer')}"
-    build(context_dir(tmp_path / "build"), "pull-request", image)
+    build(scratch_context(tmp_path / "build"), "pull-request", image)
     later = payload("workflow-run-pr")
     later["workflow_run"]["head_sha"] = "abc1234" + "e" * 33
     later["workflow_run"]["pull_requests"][1]["head"]["sha"] = "abc1234" + "e" * 33
@@ -264,7 +253,7 @@ def test_source_registry_never_touches_the_artifact(tmp_path: Path, engine: None
     server = RegistryServer(tmp_path / "registry").start()
     image = f"{server.address}/{unique('only-registry')}"
     try:
-        built = build(context_dir(tmp_path / "build"), "pull-request", image)
+        built = build(scratch_context(tmp_path / "build"), "pull-request", image)
     finally:
         server.stop()
     run = consume(
