@@ -80,7 +80,7 @@ def target_for(options: ConsumeOptions, context: Context | None) -> Target:
         except ContextError:
             # A fork's pull request: the workflow_run names no PR number, but then nothing was pushed
             # either, and the artifact (which does not need the tag to be found) is the way in.
-            if not (options.artifact_path and context.upstream):
+            if not ((options.artifact_path or options.defer_artifact) and context.upstream):
                 raise
             return Target(image, (), "", options.sha or context.upstream.head_sha)
     else:

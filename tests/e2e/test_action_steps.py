@@ -343,17 +343,24 @@ def write_context(directory: Path, text: str) -> None:
     )
 
 
-def download_from(directory: Path) -> UsesHandler:
-    """A download-artifact stand-in: put the build's tar and checksum where the step asked."""
+def download_from(artifact: Path) -> UsesHandler:
+    """A download-artifact stand-in: put the build's tar and checksum, what it uploaded, where the step asked.
+
+    Only those two: the builds of a session share one artifact directory in RUNNER_TEMP."""
 
     def download(call: Uses) -> tuple[bool, dict[str, str]]:
         target = Path(call.inputs["path"])
         target.mkdir(parents=True, exist_ok=True)
-        for item in directory.iterdir():
+        for item in (artifact, artifact.with_name(f"{artifact.name}.sha256")):
             shutil.copy(item, target / item.name)
         return True, {"download-path": str(target)}
 
     return download
+
+
+def remove_local(*references: str) -> None:
+    """Drop images from the engine, so that only a load from the artifact can bring them back."""
+    subprocess.run(["docker", "image", "rm", "-f", *references], capture_output=True, check=False)
 
 
 def failed_download(call: Uses) -> tuple[bool, dict[str, str]]:
@@ -534,20 +541,17 @@ def consume_inputs(built: Built, **extra: str) -> dict[str, str]:
 def test_consume_finds_the_build_from_a_workflow_run(
     built: Built, registry: RegistryServer, runner_temp: Path, tmp_path: Path
 ) -> None:
-    artifact_dir = Path(built.run.outputs["artifact-path"]).parent
-    runner = job(tmp_path, runner_temp, "workflow-run-pr", **{"actions/download-artifact": download_from(artifact_dir)})
+    artifact = Path(built.run.outputs["artifact-path"])
+    runner = job(tmp_path, runner_temp, "workflow-run-pr", **{"actions/download-artifact": download_from(artifact)})
     inputs = consume_inputs(
         built, **{"artifact-name": built.run.outputs["artifact-name"], "run-id": "30433642", "github-token": "t0ken"}
     )
     run = runner.run(CONSUME_ACTION, inputs)
     assert not run.failed, run.log
-    (download,) = run.calls
-    assert download.inputs == {
-        "name": built.run.outputs["artifact-name"],
-        "path": f"{runner_temp}/buildonce-download/{built.run.outputs['artifact-name']}",
-        "run-id": "30433642",
-        "github-token": "t0ken",
-    }
+    # The registry serves the image: the artifact is named, but nothing is downloaded or loaded.
+    assert run.calls == []
+    assert (run.step("download").outcome, run.step("artifact").outcome) == ("skipped", "skipped")
+    assert run.step("registry").outputs["need-artifact"] == "false"
     served = registry_api.digest_of(registry.address, built.repository, "ci-pr-123-abc1234aa")
     assert run.outputs == {
         "image": f"{built.image}@{served}",
@@ -555,9 +559,9 @@ def test_consume_finds_the_build_from_a_workflow_run(
         "source": "registry",
         "tag": "ci-pr-123-abc1234aa",
     }
+    assert {name: run.step("registry").outputs[name] for name in run.outputs} == run.outputs
     assert served == built.run.outputs["digest"]
-    # The artifact was there as the fallback, but the registry served first.
-    assert "Artifact fallback" in run.step("consume").log
+    assert commands(run.log, "warning") == []
 
 
 def test_consume_by_digest_without_an_artifact(built: Built, runner_temp: Path, tmp_path: Path) -> None:
@@ -573,46 +577,184 @@ def test_consume_checks_the_commit_it_is_given(built: Built, runner_temp: Path, 
     inputs = consume_inputs(built, digest=built.run.outputs["digest"], sha="f" * 40)
     run = job(tmp_path, runner_temp, "push-default").run(CONSUME_ACTION, inputs)
     assert run.failed
-    (error,) = commands(run.step("consume").log, "error")
+    (error,) = commands(run.step("registry").log, "error")
     assert "f" * 40 in error
     assert run.outputs == {}
 
 
-def test_failed_download_does_not_fail_the_step(built: Built, runner_temp: Path, tmp_path: Path) -> None:
-    runner = job(tmp_path, runner_temp, "workflow-run-pr", **{"actions/download-artifact": failed_download})
-    run = runner.run(CONSUME_ACTION, consume_inputs(built, **{"artifact-name": "gone"}))
-    assert not run.failed, run.log
-    assert run.step("download").outcome == "failure-continued"
-    assert run.outputs["source"] == "registry"
-    assert run.outputs["digest"] == built.run.outputs["digest"]
-    assert "Artifact fallback" not in run.step("consume").log
+def test_a_stale_image_fails_without_downloading_the_artifact(built: Built, runner_temp: Path, tmp_path: Path) -> None:
+    # The tag planned from the event exists, but it names another commit than the one this job tests: the
+    # artifact must not stand in for it (it would be as stale), and must not even be downloaded.
+    later = "abc1234aa" + "e" * 31
+    artifact = Path(built.run.outputs["artifact-path"])
+    runner = job(tmp_path, runner_temp, "workflow-run-pr", **{"actions/download-artifact": download_from(artifact)})
+    run = runner.run(CONSUME_ACTION, consume_inputs(built, sha=later, **{"artifact-name": "image"}))
+    assert run.failed
+    assert run.step("registry").outcome == "failure"
+    (error,) = commands(run.step("registry").log, "error")
+    assert later in error
+    assert PR_HEAD in error
+    assert run.calls == []
+    assert (run.step("download").outcome, run.step("artifact").outcome) == ("skipped", "skipped")
+    assert run.outputs == {}
 
 
-def test_registry_down_consumes_the_downloaded_artifact(installed: str, runner_temp: Path, tmp_path: Path) -> None:
+def empty_download(call: Uses) -> tuple[bool, dict[str, str]]:
+    """A download that succeeds but brings no image tar, as a wrong artifact-name of another upload would."""
+    target = Path(call.inputs["path"])
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "report.txt").write_text("not an image")
+    return True, {"download-path": str(target)}
+
+
+@pytest.mark.parametrize(
+    ("download", "outcome", "message"),
+    [
+        (failed_download, "failure-continued", "its download failed"),
+        (empty_download, "success", "holds no .tar, .tar.gz or .tar.zst file"),
+    ],
+    ids=["download-fails", "no-tar"],
+)
+def test_a_needed_artifact_that_does_not_come_is_a_clear_error(
+    download: UsesHandler, outcome: str, message: str, built: Built, runner_temp: Path, tmp_path: Path
+) -> None:
+    runner = job(tmp_path, runner_temp, "workflow-run-pr", **{"actions/download-artifact": download})
+    # A tag the registry does not have: the registry step leaves the image to the artifact.
+    name = "gone\n::notice::100%"  # a line break would start a workflow command of its own if not escaped
+    inputs = consume_inputs(built, tag=f"never-{built.marker}", **{"artifact-name": name})
+    run = runner.run(CONSUME_ACTION, inputs)
+    assert run.step("registry").outcome == "success", run.log
+    assert run.step("registry").outputs["need-artifact"] == "true"
+    assert [call.inputs["name"] for call in run.calls] == [name]
+    assert run.step("download").outcome == outcome
+    assert run.failed
+    assert run.step("artifact").outcome == "failure"
+    (error,) = commands(run.step("artifact").log, "error")
+    assert message in error
+    assert f"'{name}'" in error
+    assert commands(run.log, "notice") == []
+    assert run.outputs == {}
+
+
+def built_without_a_registry(tmp_path: Path, runner_temp: Path, **extra: str) -> tuple[str, ActionRun]:
+    """A build whose registry is gone by the time anything consumes it: only its artifact is left."""
     server = RegistryServer(tmp_path / "registry").start()
     image = f"{server.address}/{unique('down')}"
     write_context(tmp_path / "build" / "app", "served from the artifact")
     try:
-        inputs = {**FAST, "images": image, "context": "app", "artifact-compression": "zstd"}
+        inputs = {**FAST, "images": image, "context": "app", **extra}
         built = job(tmp_path / "build", runner_temp, "pull-request").run(BUILD_ACTION, inputs)
         assert not built.failed, built.log
     finally:
         server.stop()
+    return image, built
+
+
+def test_registry_down_consumes_the_downloaded_artifact(installed: str, runner_temp: Path, tmp_path: Path) -> None:
+    image, built = built_without_a_registry(tmp_path, runner_temp, **{"artifact-compression": "zstd"})
     artifact = Path(built.outputs["artifact-path"])
     assert artifact.name.endswith(".tar.zst")
+    remove_local(f"{image}:pr-123-abc1234")
     runner = job(
         tmp_path / "downstream",
         runner_temp,
         "workflow-run-pr",
-        **{"actions/download-artifact": download_from(artifact.parent)},
+        **{"actions/download-artifact": download_from(artifact)},
     )
-    inputs = {**FAST, "image": image, "artifact-name": built.outputs["artifact-name"], "retry-attempts": "1"}
+    name = built.outputs["artifact-name"]
+    inputs = {
+        **FAST,
+        "image": image,
+        "artifact-name": name,
+        "run-id": "30433642",
+        "github-token": "t0ken",
+        "retry-attempts": "1",
+    }
     run = runner.run(CONSUME_ACTION, inputs)
     assert not run.failed, run.log
+    # The registry step gave up on the registry without failing, and left the image to the artifact.
+    registry_step = run.step("registry")
+    assert registry_step.outcome == "success"
+    assert registry_step.outputs == {"image": "", "digest": "", "source": "", "tag": "", "need-artifact": "true"}
+    assert any("the artifact is needed" in warning for warning in commands(registry_step.log, "warning"))
+    (download,) = run.calls
+    assert download.action.startswith("actions/download-artifact@")
+    assert download.inputs == {
+        "name": name,
+        "path": f"{runner_temp}/buildonce-download/{name}",
+        "run-id": "30433642",
+        "github-token": "t0ken",
+    }
+    assert run.step("download").outcome == "success"
+    loaded = run.step("artifact")
+    assert f"Loading the downloaded artifact: {runner_temp}/buildonce-download/{name}/{artifact.name}" in loaded.log
+    assert loaded.outputs["need-artifact"] == "false"
+    assert run.outputs == {name: loaded.outputs[name] for name in ("image", "digest", "source", "tag")}
     assert run.outputs["source"] == "artifact"
     assert run.outputs["image"] == f"{image}:pr-123-abc1234"
     assert run.outputs["tag"] == "pr-123-abc1234"
-    assert any("using the artifact" in warning for warning in commands(run.log, "warning"))
+    assert run.outputs["digest"].startswith("sha256:")
+    assert f"Loaded {image}:pr-123-abc1234" in loaded.log
+
+
+def test_source_artifact_skips_the_registry(installed: str, runner_temp: Path, tmp_path: Path) -> None:
+    image, built = built_without_a_registry(tmp_path, runner_temp)
+    artifact = Path(built.outputs["artifact-path"])
+    remove_local(f"{image}:pr-123-abc1234")
+    runner = job(
+        tmp_path / "downstream",
+        runner_temp,
+        "workflow-run-pr",
+        **{"actions/download-artifact": download_from(artifact)},
+    )
+    inputs = {**FAST, "image": image, "artifact-name": built.outputs["artifact-name"], "source": "artifact"}
+    run = runner.run(CONSUME_ACTION, inputs)
+    assert not run.failed, run.log
+    assert run.step("registry").outcome == "skipped"
+    assert [call.inputs["name"] for call in run.calls] == [built.outputs["artifact-name"]]
+    assert run.outputs["source"] == "artifact"
+    assert run.outputs["image"] == f"{image}:pr-123-abc1234"
+    assert commands(run.log, "warning") == []  # nothing asked the registry, so nothing warns about it
+
+
+def test_source_registry_never_downloads(built: Built, runner_temp: Path, tmp_path: Path) -> None:
+    runner = job(tmp_path, runner_temp, "workflow-run-pr", **{"actions/download-artifact": empty_download})
+    inputs = consume_inputs(built, tag=f"never-{built.marker}", source="registry", **{"artifact-name": "image"})
+    run = runner.run(CONSUME_ACTION, inputs)
+    assert run.failed
+    assert run.step("registry").outcome == "failure"
+    (error,) = commands(run.step("registry").log, "error")
+    assert f"never-{built.marker}" in error
+    assert run.calls == []
+    assert run.outputs == {}
+
+
+def test_fork_pull_request_is_consumed_from_the_downloaded_artifact(
+    registry: RegistryServer, installed: str, runner_temp: Path, tmp_path: Path
+) -> None:
+    image = f"{registry.address}/{unique('fork')}"
+    write_context(tmp_path / "build" / "app", "a fork's pull request")
+    built = job(tmp_path / "build", runner_temp, "pull-request-fork").run(
+        BUILD_ACTION, {**FAST, "images": image, "context": "app"}
+    )
+    assert not built.failed, built.log
+    assert built.outputs["pushed"] == "false"
+    artifact = Path(built.outputs["artifact-path"])
+    remove_local(f"{image}:pr-7-7777777")
+    runner = job(
+        tmp_path / "downstream",
+        runner_temp,
+        "workflow-run-fork-pr",
+        **{"actions/download-artifact": download_from(artifact)},
+    )
+    # GitHub leaves workflow_run.pull_requests empty for a fork: no tag to look up, so the artifact is needed.
+    inputs = {**FAST, "image": image, "artifact-name": built.outputs["artifact-name"], "run-id": "30433643"}
+    run = runner.run(CONSUME_ACTION, inputs)
+    assert not run.failed, run.log
+    assert run.step("registry").outputs["need-artifact"] == "true"
+    assert len(run.calls) == 1
+    assert run.outputs["source"] == "artifact"
+    assert run.outputs["image"] == f"{image}:pr-7-7777777"
 
 
 def test_the_expression_evaluator() -> None:

@@ -35,9 +35,21 @@ ACTION_ONLY_INPUTS = {
     "build": {"artifact-retention-days": "1"},
     "consume": {"artifact-name": "", "run-id": "", "github-token": ""},
 }
+# Options the action sets itself and does not offer as inputs. defer-artifact: consume/action.yml sets it
+# when there is an artifact to download, so that the registry step leaves the image to the download instead
+# of failing. A caller setting it without an artifact-name would get a step that passes with no image.
+SET_BY_THE_ACTION: dict[str, set[str]] = {"build": set(), "consume": {"defer-artifact"}}
 OPTIONS = {"build": BUILD_INPUTS, "consume": CONSUME_INPUTS}
-# The step that runs buildonce in each action.
-RUNS_BUILDONCE = {"build": "build", "consume": "consume"}
+# The steps that run buildonce in each action: consume asks the registry, then (only if it must) the artifact.
+RUNS_BUILDONCE = {"build": ("build",), "consume": ("registry", "artifact")}
+# Where a step hands buildonce something other than the input of the same name.
+SET_IN_STEP = {
+    ("consume", "registry"): {"defer-artifact": "${{ inputs.artifact-name != '' && inputs.artifact-path == '' }}"},
+    ("consume", "artifact"): {"source": "artifact", "defer-artifact": "false"},
+}
+# The condition of consume's download and artifact steps: the registry step left the image to the artifact,
+# or was skipped because source is artifact and there is an artifact-name to download.
+NEEDS_ARTIFACT = "steps.registry.outputs.need-artifact == 'true' || steps.registry.outcome == 'skipped'"
 OWN_ACTIONS = re.compile(r"^buildonce/buildonce(/consume)?@v1$")
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
 EXPRESSION = re.compile(r"^\$\{\{ (?P<body>.+?) \}\}$")
@@ -176,7 +188,9 @@ def test_workflows_match_the_github_workflows_schema() -> None:
 def test_inputs_are_the_options_with_the_same_defaults(kind: str) -> None:
     inputs = load(ACTIONS[kind])["inputs"]
     declared = {name: spec.get("default") for name, spec in inputs.items()}
-    assert declared == {**OPTIONS[kind], **ACTION_ONLY_INPUTS[kind]}
+    offered = {name: default for name, default in OPTIONS[kind].items() if name not in SET_BY_THE_ACTION[kind]}
+    assert declared == {**offered, **ACTION_ONLY_INPUTS[kind]}
+    assert SET_BY_THE_ACTION[kind] <= set(OPTIONS[kind])
 
 
 @pytest.mark.parametrize("kind", sorted(ACTIONS))
@@ -188,14 +202,18 @@ def test_every_input_has_a_description_and_a_string_default(kind: str) -> None:
         assert spec.get("required", False) is False, name
 
 
-@pytest.mark.parametrize("kind", sorted(ACTIONS))
-def test_every_option_is_wired_into_the_step_that_runs_buildonce(kind: str) -> None:
-    step = step_by_id(load(ACTIONS[kind]), RUNS_BUILDONCE[kind])
-    env = step["env"]
+@pytest.mark.parametrize(
+    ("kind", "step_id"), [(kind, step_id) for kind in sorted(ACTIONS) for step_id in RUNS_BUILDONCE[kind]]
+)
+def test_every_option_is_wired_into_each_step_that_runs_buildonce(kind: str, step_id: str) -> None:
+    env = step_by_id(load(ACTIONS[kind]), step_id)["env"]
+    special = SET_IN_STEP.get((kind, step_id), {})
     for name in OPTIONS[kind]:
-        assert env.get(env_name(name)) == f"${{{{ inputs.{name} }}}}", name
+        assert env.get(env_name(name)) == special.get(name, f"${{{{ inputs.{name} }}}}"), name
     given = {key for key in env if key.startswith("INPUT_")}
     assert given == {env_name(name) for name in OPTIONS[kind]}
+    # An option the action sets itself must be set in every step that runs buildonce, not left to its default.
+    assert all(name in special for name in SET_BY_THE_ACTION[kind])
 
 
 def test_action_only_inputs_reach_their_steps() -> None:
@@ -203,9 +221,16 @@ def test_action_only_inputs_reach_their_steps() -> None:
     assert upload["with"]["retention-days"] == "${{ inputs.artifact-retention-days }}"
     assert upload["with"]["name"] == "${{ steps.build.outputs.artifact-name }}"
     assert upload["if"] == "steps.build.outputs.artifact-path != ''"
-    download = step_by_id(load(ACTIONS["consume"]), "download")
+    consume = load(ACTIONS["consume"])
+    download = step_by_id(consume, "download")
     assert download["uses"].startswith("actions/download-artifact@")
-    assert download["if"] == "inputs.artifact-name != ''"
+    # Downloaded only when needed, after the registry step; the artifact step then runs whatever the download's
+    # outcome, and fails with buildonce's error when there is no tar (continue-on-error keeps it running).
+    steps = [step.get("id") for step in consume["runs"]["steps"]]
+    assert steps.index("registry") < steps.index("download") < steps.index("artifact")
+    assert download["if"] == NEEDS_ARTIFACT
+    assert step_by_id(consume, "artifact")["if"] == NEEDS_ARTIFACT
+    assert step_by_id(consume, "artifact")["env"]["BUILDONCE_DOWNLOAD_OUTCOME"] == "${{ steps.download.outcome }}"
     assert download["continue-on-error"] is True
     assert download["with"]["name"] == "${{ inputs.artifact-name }}"
     assert download["with"]["run-id"] == "${{ inputs.run-id || github.run_id }}"
@@ -246,16 +271,18 @@ def consume_step_outputs() -> set[str]:
 
 
 @pytest.mark.parametrize("kind", sorted(ACTIONS))
-def test_every_output_maps_to_an_output_of_the_buildonce_step(kind: str) -> None:
+def test_every_output_maps_to_an_output_of_the_buildonce_steps(kind: str) -> None:
     action = load(ACTIONS[kind])
     produced = build_step_outputs() if kind == "build" else consume_step_outputs()
-    step_id = RUNS_BUILDONCE[kind]
-    step_by_id(action, step_id)
+    # The last step that ran wins: the registry step writes these empty when it leaves the image to the artifact.
+    step_ids = RUNS_BUILDONCE[kind][::-1]
+    for step_id in step_ids:
+        step_by_id(action, step_id)
     for name, spec in action["outputs"].items():
         assert spec["description"].strip(), name
         match = EXPRESSION.match(spec["value"])
         assert match, f"{name}: {spec['value']!r}"
-        assert match["body"] == f"steps.{step_id}.outputs.{name}", name
+        assert match["body"] == " || ".join(f"steps.{step_id}.outputs.{name}" for step_id in step_ids), name
     # Every output buildonce writes is passed on, under its own name.
     assert set(action["outputs"]) == produced
 
