@@ -275,15 +275,15 @@ def run_verify(call: Invocation) -> None:
     finally:
         registry.close()
     if labels is None:
-        raise VerificationError(f"{reference} is neither in the registry nor in the local engine.")
+        # Not in the registry: an image loaded from an artifact is only in the engine.
+        missing = VerificationError(f"{reference} is neither in the registry nor in the local engine.")
+        labels, resolved, source = _local_labels(call.env, reference, missing)
     check_fresh(reference, labels, options.sha, keys)
     console.info(f"{reference} was built from {options.sha} ({source})")
     call.finish({"digest": resolved or "", "revision": labels.get(REVISION, ""), "source": source})
 
 
-def _local_labels(
-    env: Mapping[str, str], reference: str, failure: FatalError
-) -> tuple[dict[str, str] | None, str, str]:
+def _local_labels(env: Mapping[str, str], reference: str, failure: FatalError) -> tuple[dict[str, str], str, str]:
     try:
         engine = Engine.connect(env)
     except FatalError:

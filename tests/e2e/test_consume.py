@@ -265,3 +265,17 @@ def test_source_registry_never_touches_the_artifact(tmp_path: Path, engine: None
     (error,) = run.errors()
     assert "::error title=Registry::" in run.log
     assert "artifact" not in error
+
+
+def test_verify_falls_back_to_the_local_engine(registry: RegistryServer, tmp_path: Path) -> None:
+    image = f"{registry.address}/{unique('verify-local')}"
+    built = build(scratch_context(tmp_path / "build"), "pull-request", image, {"push": "false"})
+    reference = f"{image}:pr-123-abc1234"
+    head = "abc1234" + "a" * 33
+    ok = consume(tmp_path / "v", "pull-request", {"image": reference, "sha": head}, command="verify")
+    assert ok.code == 0, ok.log
+    assert ok.outputs["source"] == "local"
+    assert built.outputs["pushed"] == "false"
+    missing = consume(tmp_path / "m", "pull-request", {"image": f"{image}:nope", "sha": head}, command="verify")
+    assert missing.code == 1
+    assert "neither in the registry nor in the local engine" in missing.errors()[0]
