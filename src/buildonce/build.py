@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -18,34 +18,38 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from buildonce.artifact import Artifact, write_artifact
 from buildonce.buildx import (
     Builder,
+    BuildOutcome,
     Output,
+    Stopper,
     build_command,
     check_paths,
     docker_config_with_login,
-    inspect_builder,
+    find_builder,
     source_date_epoch,
 )
 from buildonce.buildx import (
     run_build as run_buildx,
 )
-from buildonce.engine import Engine
-from buildonce.errors import ImmutableTagError, InputError, VerificationError
+from buildonce.dockerconfig import docker_config_dir
+from buildonce.errors import FatalError, ImmutableTagError, InputError, VerificationError
 from buildonce.labels import REVISION, Keys, annotations_for
 from buildonce.layout import layout_size, layout_tar
 from buildonce.options import BuildOptions, PushVia, build_options
 from buildonce.plan import Plan, describe, make_plan
 from buildonce.references import ImageName, Reference
-from buildonce.registry import Credentials, Registry, default_docker_config
 from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Subject
 from buildonce.workflow import Console
 
 if TYPE_CHECKING:
+    # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
     from buildonce.__main__ import Invocation
+    from buildonce.artifact import Artifact
+    from buildonce.engine import Engine
+    from buildonce.registry import Registry
 
 PUSH_WORKERS = 4
 SAVE_CHUNK = 1 << 20
@@ -62,48 +66,94 @@ def run_build(call: Invocation) -> None:
         console.notice(f"Not pushing: {plan.push.reason}.", title="buildonce")
     cwd = Path.cwd()
     check_paths(options, cwd)
-
-    engine = Engine.connect(call.env)
-    builder = inspect_builder(options.builder, call.env)
-    output = choose_output(options.push_via, builder, engine, plan)
+    builder = find_builder(options.builder, call.env)
+    output = choose_output(options.push_via, builder, lambda: _probe_engine(call.env).containerd_store, plan)
     policy = RetryPolicy(
         attempts=options.retry.attempts,
         wait_seconds=options.retry.wait_seconds,
         timeout_seconds=options.retry.timeout_seconds,
         on_retry=lambda message: console.warning(message, title="Retrying"),
     )
-    login = options.login
-    logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    config_dir = default_docker_config(call.env)
-    registry = Registry(logins=logins, docker_config=config_dir, timeout=min(300, policy.timeout_seconds))
-    if login:
-        engine.login(login)
-
-    job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
     commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
+
     with ExitStack() as stack:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
         scratch = Path(stack.enter_context(temp))
-        reusable = job.check_immutable_tags() if plan.push.value else None
-        if reusable and not options.rebuild:
-            report = job.reuse(reusable)
-        else:
-            build_env = stack.enter_context(docker_config_with_login(call.env, options.login))
-            report = job.build(output, scratch, cwd, build_env, source_date_epoch(call.env, commit_epoch))
+        # The engine, the login and the immutable-tag check run beside the build rather than before it:
+        # they cost a registry round trip or two (and the SDK's import), the build rarely less. If the
+        # check finds the tag taken, or already holding this commit's image, the build is stopped.
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare"))
+        prepared = pool.submit(prepare, call.env, options, plan, console, policy)
+        stopper = Stopper()
+        prepared.add_done_callback(lambda done: _stop_unless_needed(done, stopper, options.rebuild))
+        build_env = stack.enter_context(docker_config_with_login(call.env, options.login))
+        command = build_command(
+            options,
+            plan,
+            output=output,
+            metadata_file=scratch / "metadata.json",
+            iidfile=scratch / "iid",
+            layout_dir=scratch / "layout",
+            source_date_epoch=source_date_epoch(call.env, commit_epoch),
+            env=build_env,
+        )
+        try:
+            outcome = run_buildx(command, build_env, console, cwd, stopper)
+        except FatalError:
+            prepared.result()  # a failed preparation (no engine, a taken tag) explains more than the build
+            raise
+        job = prepared.result()
+        stack.callback(job.close)
+        # A build that finished before the check is thrown away just the same: one image per commit.
+        reuse = job.existing is not None and not options.rebuild
+        report = job.reuse(job.existing) if reuse and job.existing else job.push(output, outcome, scratch)
         if plan.artifact.value:
             report.artifact = job.save_artifact(_artifact_dir(options, call.env))
             console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
-    registry.close()
-    engine.close()
-    call.console.info(f"digest: {report.digest or '(not pushed)'}")
+    console.info(f"digest: {report.digest or '(not pushed)'}")
     call.finish(report.outputs(), report.summary())
 
 
-def choose_output(push_via: PushVia, builder: Builder, engine: Engine, plan: Plan) -> Output:
+def prepare(
+    env: Mapping[str, str], options: BuildOptions, plan: Plan, console: Console, policy: RetryPolicy
+) -> BuildJob:
+    """Connect to the engine and the registry, log in, and look at the immutable tags (when pushing)."""
+    from buildonce.engine import Engine
+    from buildonce.registry import Credentials, Registry
+
+    engine = Engine.connect(env)
+    login = options.login
+    logins = {login.registry: Credentials(login.username, login.password)} if login else {}
+    registry = Registry(logins=logins, docker_config=docker_config_dir(env), timeout=min(300, policy.timeout_seconds))
+    job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
+    if login:
+        engine.login(login)
+    if plan.push.value:
+        job.existing = job.check_immutable_tags()
+    return job
+
+
+def _stop_unless_needed(prepared: Future[BuildJob], stopper: Stopper, rebuild: bool) -> None:
+    if prepared.exception() is not None:
+        stopper.stop()
+        return
+    if prepared.result().existing is not None and not rebuild:
+        stopper.stop()
+
+
+def _probe_engine(env: Mapping[str, str]) -> Engine:
+    from buildonce.engine import Engine
+
+    return Engine.connect(env)
+
+
+def choose_output(push_via: PushVia, builder: Builder, containerd_store: Callable[[], bool], plan: Plan) -> Output:
     """Build into the engine when it can hold the result (the docker driver; several platforms need the
     containerd store), else into an OCI layout that buildonce pushes itself. Either way the build runs once
     and a push fault only ever repeats the push."""
-    if builder.exports_to_engine and not engine.containerd_store:
+    # Asked only where it matters: the answer costs a connection to the engine.
+    needs_store = len(plan.platforms) > 1 or push_via is PushVia.LAYOUT
+    if builder.exports_to_engine and needs_store and not containerd_store():
         # The classic image store holds one platform, and its docker driver exports nothing but images.
         if len(plan.platforms) > 1:
             raise InputError(
@@ -160,6 +210,11 @@ class BuildJob:
     registry: Registry
     policy: RetryPolicy
     keys: Keys
+    existing: Existing | None = None
+
+    def close(self) -> None:
+        self.registry.close()
+        self.engine.close()
 
     # --- before building -------------------------------------------------------------------------
     def check_immutable_tags(self) -> Existing | None:
@@ -221,20 +276,12 @@ class BuildJob:
         report.notes.append(f"Build skipped: {plan.immutable_tag} already held this commit's image.")
         return report
 
-    def build(self, output: Output, scratch: Path, cwd: Path, env: dict[str, str], epoch: int | None) -> BuildReport:
-        plan, options = self.plan, self.options
+    def push(self, output: Output, outcome: BuildOutcome | None, scratch: Path) -> BuildReport:
+        """Push what the build made, verify it, and load it where asked."""
+        if outcome is None:
+            raise RuntimeError("the build was stopped but there is no image to reuse")
+        plan = self.plan
         layout = scratch / "layout"
-        command = build_command(
-            options,
-            plan,
-            output=output,
-            metadata_file=scratch / "metadata.json",
-            iidfile=scratch / "iid",
-            layout_dir=layout,
-            source_date_epoch=epoch,
-            env=env,
-        )
-        outcome = run_buildx(command, env, self.console, cwd)
         report = BuildReport(
             plan=plan,
             imageid=outcome.imageid,
@@ -347,6 +394,8 @@ class BuildJob:
             self.console.info(f"Loaded {source} as {len(self.plan.references)} reference(s)")
 
     def save_artifact(self, directory: Path) -> Artifact:
+        from buildonce.artifact import write_artifact  # zstandard's import is paid only by builds that save
+
         names = [str(ref) for ref in self.plan.references]
         with self.console.group("Artifact: docker save"):
             return write_artifact(

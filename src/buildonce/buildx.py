@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildonce.dockerconfig import docker_config_dir, recorded_driver
 from buildonce.errors import BuildError, EngineError, InputError
 from buildonce.options import BuildOptions, Login
 from buildonce.plan import Plan
@@ -73,6 +75,14 @@ def inspect_builder(name: str, env: Mapping[str, str]) -> Builder:
         driver=fields.get("Driver", ""),
         buildkit=fields.get("BuildKit version", fields.get("BuildKit", "")),
     )
+
+
+def find_builder(name: str, env: Mapping[str, str]) -> Builder:
+    """The builder buildx will use: from its own files when they are plain, else from ``buildx inspect``."""
+    recorded = recorded_driver(name, env)
+    if recorded is not None:
+        return Builder(name=recorded[0], driver=recorded[1], buildkit="")
+    return inspect_builder(name, env)
 
 
 class Output(enum.Enum):
@@ -200,8 +210,34 @@ class BuildOutcome:
         return str(self.metadata.get("containerimage.digest", ""))
 
 
-def run_build(command: BuildCommand, env: Mapping[str, str], console: Console, cwd: Path) -> BuildOutcome:
-    """Run buildx with its log streamed live; a failure is a BuildError, never retried."""
+class Stopper:
+    """Stops a running build from another thread, e.g. when a check made beside it says not to build."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self.stopped = False
+
+    def attach(self, process: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._process = process
+            if self.stopped:
+                process.terminate()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            if self._process is not None and self._process.poll() is None:
+                self._process.terminate()
+
+
+def run_build(
+    command: BuildCommand, env: Mapping[str, str], console: Console, cwd: Path, stopper: Stopper | None = None
+) -> BuildOutcome | None:
+    """Run buildx with its log streamed live; a failure is a BuildError, never retried.
+
+    Returns None when ``stopper`` stopped the build: the caller knows why.
+    """
     metadata_file = Path(command.argv[command.argv.index("--metadata-file") + 1])
     iidfile = Path(command.argv[command.argv.index("--iidfile") + 1])
     started = time.monotonic()
@@ -220,6 +256,8 @@ def run_build(command: BuildCommand, env: Mapping[str, str], console: Console, c
             )
         except FileNotFoundError:
             raise EngineError("the docker CLI is not installed on this runner; install Docker and buildx.") from None
+        if stopper is not None:
+            stopper.attach(process)
         assert process.stdout is not None  # noqa: S101 - Popen with stdout=PIPE always has it
         for raw in process.stdout:
             line = raw.rstrip("\n")
@@ -227,6 +265,9 @@ def run_build(command: BuildCommand, env: Mapping[str, str], console: Console, c
             console.info(line)
         code = process.wait()
     seconds = time.monotonic() - started
+    if stopper is not None and stopper.stopped:
+        console.info("The build was stopped.")
+        return None
     if code != 0:
         errors = [line for line in tail if "ERROR" in line or "error:" in line.lower()]
         reason = errors[-1].strip() if errors else (tail[-1].strip() if tail else "no output")
@@ -253,7 +294,7 @@ def docker_config_with_login(env: Mapping[str, str], login: Login | None) -> Ite
     if login is None:
         yield dict(env)
         return
-    source = Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME") or Path.home()) / ".docker")
+    source = docker_config_dir(env)
     overlay = Path(tempfile.mkdtemp(prefix="buildonce-docker-config-"))
     try:
         if source.is_dir():

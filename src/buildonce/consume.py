@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 from buildonce.artifact import read_image_tar
 from buildonce.artifact import verify as verify_artifact
 from buildonce.context import Context
+from buildonce.dockerconfig import docker_config_dir
 from buildonce.engine import Engine
 from buildonce.errors import ArtifactError, ContextError, FatalError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys
 from buildonce.options import ConsumeOptions, Login, RetryOptions, Source, consume_options, verify_options
 from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name
-from buildonce.registry import Credentials, Registry, default_docker_config
+from buildonce.registry import Credentials, Registry
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
 from buildonce.workflow import Console
@@ -103,7 +104,7 @@ def _policy(retry: RetryOptions, console: Console) -> RetryPolicy:
 
 def _registry(login: Login | None, env: Mapping[str, str], timeout: float) -> Registry:
     logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    return Registry(logins=logins, docker_config=default_docker_config(env), timeout=min(300, timeout))
+    return Registry(logins=logins, docker_config=docker_config_dir(env), timeout=min(300, timeout))
 
 
 @dataclass(frozen=True)

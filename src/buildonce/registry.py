@@ -244,11 +244,6 @@ def platforms_of(index: Mapping[str, Any]) -> list[str]:
     return named
 
 
-def default_docker_config(env: Mapping[str, str]) -> Path:
-    """Where the docker CLI keeps config.json: ``$DOCKER_CONFIG``, else ``~/.docker``."""
-    return Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path(env.get("HOME") or Path.home()) / ".docker"
-
-
 def credentials_from_entry(entry: Mapping[str, Any] | None) -> Credentials | None:
     """Credentials from the Docker SDK's auth entry, which spells keys differently per source."""
     if not entry:
@@ -398,7 +393,7 @@ class Registry:
         timeout: float = 60.0,
     ) -> None:
         self._logins = {normalize_registry(host): login for host, login in (logins or {}).items()}
-        # No config directory means explicit logins only; callers pass default_docker_config(env).
+        # No config directory means explicit logins only; callers pass docker_config_dir(env).
         self._docker_config = docker_config
         self._timeout = timeout
         self._session = requests.Session()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from buildonce.artifact import Artifact
 from buildonce.plan import Plan
+
+if TYPE_CHECKING:
+    from buildonce.artifact import Artifact
 
 
 @dataclass

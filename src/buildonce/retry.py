@@ -10,11 +10,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
-
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from typing import TYPE_CHECKING, TypeVar
 
 from buildonce.errors import RegistryError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 T = TypeVar("T")
 
@@ -53,6 +54,7 @@ class RetryPolicy:
 
         Returns its result and the number of attempts it took. No wait follows the last attempt.
         """
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt  # only when a registry is asked
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None

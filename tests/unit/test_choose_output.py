@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, cast
 
 import pytest
 from events import payload, runner_env
@@ -9,26 +8,16 @@ from events import payload, runner_env
 from buildonce.build import choose_output
 from buildonce.buildx import Builder, Output
 from buildonce.context import build_context
-from buildonce.engine import Engine
 from buildonce.errors import InputError
 from buildonce.options import PushVia, plan_options
 from buildonce.plan import Plan, make_plan
 from buildonce.workflow import Inputs
 
 
-class FakeEngine:
-    def __init__(self, containerd_store: bool) -> None:
-        self.containerd_store = containerd_store
-
-
 def plan(platforms: str = "") -> Plan:
     options = plan_options(Inputs({}, {"images": "a/b", "platforms": platforms}))
     ctx = build_context(runner_env("push-branch"), payload("push-branch"))
     return make_plan(ctx, options, now=datetime(2030, 1, 1, tzinfo=timezone.utc))
-
-
-def engine(containerd: bool) -> Engine:
-    return cast(Engine, cast(Any, FakeEngine(containerd)))
 
 
 DOCKER = Builder("default", "docker", "")
@@ -49,7 +38,7 @@ MULTI = "linux/amd64,linux/arm64"
     ],
 )
 def test_choice(via: PushVia, builder: Builder, containerd: bool, platforms: str, expected: Output) -> None:
-    assert choose_output(via, builder, engine(containerd), plan(platforms)) is expected
+    assert choose_output(via, builder, lambda: containerd, plan(platforms)) is expected
 
 
 @pytest.mark.parametrize(
@@ -64,4 +53,12 @@ def test_impossible_combinations_are_input_errors(
     via: PushVia, builder: Builder, containerd: bool, platforms: str, fragment: str
 ) -> None:
     with pytest.raises(InputError, match=fragment):
-        choose_output(via, builder, engine(containerd), plan(platforms))
+        choose_output(via, builder, lambda: containerd, plan(platforms))
+
+
+def test_the_store_is_not_asked_when_it_cannot_matter() -> None:
+    def ask() -> bool:
+        raise AssertionError("the engine was asked")
+
+    assert choose_output(PushVia.AUTO, DOCKER, ask, plan()) is Output.ENGINE
+    assert choose_output(PushVia.AUTO, CONTAINER, ask, plan(MULTI)) is Output.LAYOUT

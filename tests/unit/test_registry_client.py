@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from registry_server import free_port
 
+from buildonce.dockerconfig import docker_config_dir
 from buildonce.errors import ArtifactError, RegistryError
 from buildonce.references import ImageName
 from buildonce.registry import (
@@ -28,7 +29,6 @@ from buildonce.registry import (
     Manifest,
     Registry,
     base_url,
-    default_docker_config,
     normalize_registry,
     parse_challenge,
     parse_retry_after,
@@ -275,8 +275,8 @@ def test_docker_config_from_the_environment(
     auth = base64.b64encode(b"env-user:env-pass-123").decode()
     (tmp_path / "config.json").write_text(json.dumps({"auths": {f"http://{fake.address}/v2/": {"auth": auth}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    assert default_docker_config(os.environ) == tmp_path
-    with Registry(docker_config=default_docker_config(os.environ)) as registry:
+    assert docker_config_dir(os.environ) == tmp_path
+    with Registry(docker_config=docker_config_dir(os.environ)) as registry:
         assert registry.resolve(fake.image(), "v1") == DIGEST
 
 
