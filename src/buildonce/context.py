@@ -7,7 +7,6 @@ dicts; reading the files they point to happens at the edge, in ``load_context``.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -297,6 +296,8 @@ def git_commit_time(workspace: Path, sha: str) -> datetime | None:
     """The committer time of ``sha`` in a checked-out workspace, or ``None`` if git cannot tell."""
     if not sha or not (workspace / ".git").exists():
         return None
+    import subprocess  # only here: most plans never ask git
+
     try:
         result = subprocess.run(
             ["git", "-C", str(workspace), "log", "-1", "--format=%ct", sha, "--"],

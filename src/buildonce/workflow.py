@@ -1,9 +1,10 @@
 """The one adapter between buildonce and the GitHub Actions runner.
 
 Inputs, outputs, the step summary, masks, groups and annotations all go through here; no other module
-prints a workflow command or touches ``GITHUB_OUTPUT``. It formats with actions-toolkit's light modules
-(``command``, ``file_command``), never ``actions_toolkit.core``: that one imports ``requests`` through its
-OIDC client, which would cost a plan about 100 ms of start-up for nothing.
+prints a workflow command or touches ``GITHUB_OUTPUT``. Workflow commands are formatted (and escaped) by
+actions-toolkit's ``command`` module, never ``actions_toolkit.core``: that one imports ``requests`` through
+its OIDC client, which would cost a plan about 100 ms of start-up for nothing. Its ``file_command`` is not
+used either: it raises a bare Exception on a delimiter clash and pulls in ``uuid`` (and ``platform``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import TextIO
 
 from actions_toolkit.command import Command
-from actions_toolkit.file_command import prepare_key_value_message
 
 from buildonce.errors import InputError
 
@@ -135,7 +135,14 @@ def format_outputs(outputs: Mapping[str, str]) -> str:
     A random delimiter per value means no payload text (a description, a branch name) can end a value
     early and inject an output of its own, whatever it contains.
     """
-    return "".join(prepare_key_value_message(name, value) + os.linesep for name, value in outputs.items())
+    return "".join(_heredoc(name, value) for name, value in outputs.items())
+
+
+def _heredoc(name: str, value: str) -> str:
+    delimiter = f"ghadelimiter_{os.urandom(16).hex()}"
+    while delimiter in value:  # 128 random bits: never, but the format must hold whatever the value
+        delimiter = f"ghadelimiter_{os.urandom(16).hex()}"
+    return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
 
 
 @dataclass(frozen=True)
