@@ -1,8 +1,8 @@
 """``buildonce build``: build once, push with retry, verify the digest, keep an artifact.
 
-The order matters: check the immutable tags before building (a taken tag fails before any work, a tag
-already holding this commit's image means there is nothing to build), build exactly once, then push and
-verify with retries that only ever repeat registry work.
+The order matters: the immutable tags are checked before anything is pushed (a taken tag fails the run, a
+tag already holding this commit's image means there is nothing to build, and a build started beside the
+check is stopped), the build runs exactly once, then push and verify retry only registry work.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def run_build(call: Invocation) -> None:
     cwd = Path.cwd()
     check_paths(options, cwd)
     builder = find_builder(options.builder, call.env)
-    output = choose_output(options.push_via, builder, lambda: _probe_engine(call.env).containerd_store, plan)
+    output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
     policy = RetryPolicy(
         attempts=options.retry.attempts,
         wait_seconds=options.retry.wait_seconds,
@@ -141,10 +141,14 @@ def _stop_unless_needed(prepared: Future[BuildJob], stopper: Stopper, rebuild: b
         stopper.stop()
 
 
-def _probe_engine(env: Mapping[str, str]) -> Engine:
+def _containerd_store(env: Mapping[str, str]) -> bool:
     from buildonce.engine import Engine
 
-    return Engine.connect(env)
+    engine = Engine.connect(env)
+    try:
+        return engine.containerd_store
+    finally:
+        engine.close()
 
 
 def choose_output(push_via: PushVia, builder: Builder, containerd_store: Callable[[], bool], plan: Plan) -> Output:
