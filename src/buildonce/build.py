@@ -376,11 +376,13 @@ class BuildJob:
 
     def verify(self, digest: str) -> None:
         """Every tag of every image must resolve, in the registry itself, to the digest reported."""
-        wrong: list[str] = []
-        for ref in self.plan.references:
-            found = self._resolve(ref)
-            if found != digest:
-                wrong.append(f"{ref} → {found or 'missing'}")
+        found: dict[Reference, str | None] = {}
+
+        def look(ref: Reference) -> None:
+            found[ref] = self._resolve(ref)
+
+        _run_all(look, self.plan.references)
+        wrong = [f"{ref} → {found[ref] or 'missing'}" for ref in self.plan.references if found[ref] != digest]
         if wrong:
             raise VerificationError(
                 f"the registry does not serve {digest} under every tag: {'; '.join(wrong)}. "

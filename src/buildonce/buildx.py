@@ -25,6 +25,7 @@ from buildonce.dockerconfig import docker_config_dir, recorded_driver
 from buildonce.errors import BuildError, EngineError, InputError
 from buildonce.options import BuildOptions, Login
 from buildonce.plan import Plan
+from buildonce.references import ImageName, Reference
 from buildonce.workflow import Console
 
 SECRET_ENV_PREFIX = "BUILDONCE_SECRET_"  # noqa: S105 - a variable name, not a secret
@@ -145,7 +146,7 @@ def build_command(
         *_optional("--platform", ",".join(plan.platforms)),
         *_repeat("--build-arg", build_args),
         *_optional("--target", options.target),
-        *_repeat("--tag", [str(ref) for ref in plan.references]),
+        *_repeat("--tag", [str(ref) for ref in _local_names(plan, output)]),
         *_repeat("--label", [f"{key}={value}" for key, value in plan.labels.items()]),
         *_repeat("--annotation", plan.annotations),
         *_repeat("--cache-from", options.cache_from),
@@ -161,6 +162,21 @@ def build_command(
         *("--", options.context),
     ]
     return BuildCommand(argv=argv, env=extra_env)
+
+
+def _local_names(plan: Plan, output: Output) -> list[Reference]:
+    """The names the build gives the image.
+
+    Into the engine, each name is another image record to write and unpack. Unless the image is to be
+    loaded (for use or for the artifact, which saves every tag), the first tag of each repository is
+    enough: the engine pushes that one, and the others are added in the registry.
+    """
+    if output is Output.LAYOUT or plan.load.value:
+        return list(plan.references)
+    first: dict[ImageName, Reference] = {}
+    for ref in plan.references:
+        first.setdefault(ref.image, ref)
+    return list(first.values())
 
 
 def _optional(flag: str, value: str) -> list[str]:
