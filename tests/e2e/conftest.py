@@ -48,6 +48,38 @@ def engine() -> None:
     pytest.skip(message)
 
 
+def _loopback_images() -> set[str]:
+    """Local images named after a registry on 127.0.0.1, as references (or ids when untagged)."""
+    try:
+        listing = subprocess.run(
+            ["docker", "image", "ls", "--format", "{{.Repository}} {{.Tag}} {{.ID}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    names = set()
+    for line in listing.stdout.splitlines():
+        repository, tag, image_id = [*line.split(), "", "", ""][:3]
+        if repository.startswith("127.0.0.1:"):
+            names.add(f"{repository}:{tag}" if tag != "<none>" else image_id)
+    return names
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_pushed_images() -> Iterator[None]:
+    """Untag what this session pushed to its throwaway registries, so repeated runs keep the engine lean."""
+    before = _loopback_images()
+    yield
+    leftover = sorted(_loopback_images() - before)
+    for start in range(0, len(leftover), 200):
+        subprocess.run(
+            ["docker", "image", "rm", "-f", *leftover[start : start + 200]], capture_output=True, check=False
+        )
+
+
 @pytest.fixture(scope="session")
 def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     with RegistryServer(tmp_path_factory.mktemp("registry")) as server:
