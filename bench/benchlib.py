@@ -9,17 +9,14 @@ Importing this module puts ``tests/support`` on ``sys.path``, so that the script
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import re
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +29,7 @@ SUPPORT = REPO / "tests" / "support"
 if str(SUPPORT) not in sys.path:
     sys.path.insert(0, str(SUPPORT))
 
+import base_images  # noqa: E402
 from events import payload  # noqa: E402
 from runner_format import parse_outputs  # noqa: E402
 
@@ -41,7 +39,6 @@ VENV_PYTHON = str(VENV / "bin" / "python") if (VENV / "bin" / "python").exists()
 
 BUSYBOX_IMAGE = "buildonce-bench/busybox:1"
 REMOVERS = 8
-_APPLETS = ("sh", "echo", "cat", "date", "sleep", "head", "dd", "ls", "mkdir", "touch", "test", "[", "true")
 
 
 class MeasurementError(Exception):
@@ -361,25 +358,10 @@ def phase_table(runs: Sequence[BuildonceRun]) -> str:
 
 def ensure_busybox() -> bool:
     """A base image with a shell, made from Debian's busybox-static (nothing is pulled); True if made now."""
-    found = subprocess.run(["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True, check=False)
-    if found.returncode == 0:
-        return False
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not Path(busybox).is_file():
-        raise MeasurementError("busybox-static is not installed; scripts/dev-env up installs it")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(busybox, arcname="bin/busybox")
-        for applet in _APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            archive.addfile(link)
-        for directory, mode in (("tmp", 0o1777), ("dev", 0o755)):
-            entry = tarfile.TarInfo(directory)
-            entry.type, entry.mode = tarfile.DIRTYPE, mode
-            archive.addfile(entry)
-    subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=buffer.getvalue(), capture_output=True, check=True)
-    return True
+    try:
+        return base_images.busybox_image(BUSYBOX_IMAGE)
+    except base_images.MissingToolError as exc:
+        raise MeasurementError(str(exc)) from None
 
 
 def local_references(prefixes: Sequence[str]) -> list[str]:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from buildonce.context import Context
 from buildonce.errors import InputError
-from buildonce.tags import Subject
+from buildonce.tags import Kind, Subject
 
 OCI = "org.opencontainers.image"
 REVISION = f"{OCI}.revision"
@@ -66,7 +66,7 @@ def computed_labels(
     if subject.pr_number is not None:
         labels[keys.pr_number] = str(subject.pr_number)
         labels[keys.pr_head_sha] = subject.pr_head_sha
-    if subject.ref_name:
+    if subject.ref_name and subject.kind is not Kind.TAG:  # a git tag's name is in the version label
         labels[keys.branch] = subject.ref_name
     labels[keys.run_url] = context.run_url
     return {key: value for key, value in labels.items() if value}

@@ -6,15 +6,14 @@ the unit tests still run on a laptop without Docker.
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import base_images
 import pytest
+from base_images import BUSYBOX_IMAGE
 from faultproxy import FaultProxy
 from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
 
@@ -99,28 +98,11 @@ def fault_proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
         yield proxy
 
 
-BUSYBOX_IMAGE = "buildonce-test/busybox:1"
-_APPLETS = ("sh", "echo", "cat", "date", "sleep", "head", "ls", "mkdir", "touch", "test", "[")
-
-
 @pytest.fixture(scope="session")
 def busybox_image(engine: None) -> str:
     """A base image with a shell for RUN steps, made from Debian's busybox-static (nothing is pulled)."""
-    inspect = subprocess.run(["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True, check=False)
-    if inspect.returncode == 0:
-        return BUSYBOX_IMAGE
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not Path(busybox).is_file():
-        pytest.fail("busybox-static is not installed; scripts/dev-env up installs it")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(busybox, arcname="bin/busybox")
-        for applet in _APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            archive.addfile(link)
-        tmp = tarfile.TarInfo("tmp")
-        tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
-        archive.addfile(tmp)
-    subprocess.run(["docker", "import", "-", BUSYBOX_IMAGE], input=buffer.getvalue(), capture_output=True, check=True)
+    try:
+        base_images.busybox_image(BUSYBOX_IMAGE)
+    except base_images.MissingToolError as exc:
+        pytest.fail(str(exc))
     return BUSYBOX_IMAGE

@@ -159,20 +159,29 @@ def test_rerun_of_the_same_commit_reuses_the_image(registry: RegistryServer, tmp
     assert "Built sha256" in forced.log
 
 
-def test_immutable_tag_of_another_commit_is_refused(registry: RegistryServer, tmp_path: Path) -> None:
-    repo = unique("taken")
+def build_two_commits_one_tag(
+    registry: RegistryServer, repo: str, tmp_path: Path, inputs: dict[str, str] | None = None
+) -> tuple[Run, Run]:
+    """Build the branch fixture's commit, then another commit whose sha starts the same way, and so gets the
+    same 7-character immutable tag; the second build gets ``inputs``."""
     first = build(scratch_context(tmp_path / "a"), "push-branch", images=f"{registry.address}/{repo}")
     assert first.code == 0, first.log
-    # Another commit whose sha starts the same way gets the same 7-character tag.
     other = payload("push-branch")
     other["after"] = "abc1234" + "f" * 33
-    run = build(
+    second = build(
         scratch_context(tmp_path / "b", "other"),
         "push-branch",
         images=f"{registry.address}/{repo}",
+        inputs=inputs,
         env={"GITHUB_SHA": other["after"]},
         data=other,
     )
+    return first, second
+
+
+def test_immutable_tag_of_another_commit_is_refused(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("taken")
+    first, run = build_two_commits_one_tag(registry, repo, tmp_path)
     assert run.code == 1
     (error,) = run.errors()
     assert "abc1234def5678abc1234def5678abc1234def56" in error
@@ -242,18 +251,7 @@ def test_engine_unreachable_is_a_clear_error(registry: RegistryServer, tmp_path:
 
 def test_allow_overwrite_replaces_another_commits_image(registry: RegistryServer, tmp_path: Path) -> None:
     repo = unique("overwrite")
-    first = build(scratch_context(tmp_path / "a"), "push-branch", images=f"{registry.address}/{repo}")
-    assert first.code == 0, first.log
-    other = payload("push-branch")
-    other["after"] = "abc1234" + "f" * 33
-    run = build(
-        scratch_context(tmp_path / "b", "other"),
-        "push-branch",
-        images=f"{registry.address}/{repo}",
-        inputs={"allow-overwrite": "true"},
-        env={"GITHUB_SHA": other["after"]},
-        data=other,
-    )
+    first, run = build_two_commits_one_tag(registry, repo, tmp_path, {"allow-overwrite": "true"})
     assert run.code == 0, run.log
     assert any("overwriting" in warning for warning in run.warnings())
     assert run.outputs["digest"] != first.outputs["digest"]

@@ -103,13 +103,19 @@ def test_consumed_directly_on_the_pull_request_event(registry: RegistryServer, t
     assert run.outputs["digest"] == built.outputs["digest"]
 
 
-def test_registry_down_falls_back_to_the_artifact(tmp_path: Path, engine: None) -> None:
+def built_then_registry_gone(tmp_path: Path, name: str) -> tuple[str, Run]:
+    """A pull request's image built and pushed to a registry of its own, which is then stopped for good."""
     server = RegistryServer(tmp_path / "registry").start()
-    image = f"{server.address}/{unique('fallback')}"
+    image = f"{server.address}/{unique(name)}"
     try:
         built = build(scratch_context(tmp_path / "build"), "pull-request", image)
     finally:
         server.stop()
+    return image, built
+
+
+def test_registry_down_falls_back_to_the_artifact(tmp_path: Path, engine: None) -> None:
+    image, built = built_then_registry_gone(tmp_path, "fallback")
     remove_local(f"{image}:pr-123-abc1234")
     run = consume(
         tmp_path / "downstream", "workflow-run-pr", {"image": image, "artifact-path": built.outputs["artifact-path"]}
@@ -139,12 +145,7 @@ def test_stale_tag_fails_freshness_naming_both_shas(registry: RegistryServer, tm
 
 @pytest.mark.parametrize("damage", ["truncate", "checksum"])
 def test_damaged_artifact_is_a_clear_error(tmp_path: Path, engine: None, damage: str) -> None:
-    server = RegistryServer(tmp_path / "registry").start()
-    image = f"{server.address}/{unique('damaged')}"
-    try:
-        built = build(scratch_context(tmp_path / "build"), "pull-request", image)
-    finally:
-        server.stop()
+    image, built = built_then_registry_gone(tmp_path, "damaged")
     artifact = Path(built.outputs["artifact-path"])
     if damage == "truncate":
         artifact.write_bytes(artifact.read_bytes()[: artifact.stat().st_size // 2])
@@ -217,12 +218,7 @@ def test_fork_pull_request_is_consumed_from_its_artifact(registry: RegistryServe
 
 
 def test_defer_artifact_reports_the_need_instead_of_failing(tmp_path: Path, engine: None) -> None:
-    server = RegistryServer(tmp_path / "registry").start()
-    image = f"{server.address}/{unique('defer')}"
-    try:
-        built = build(scratch_context(tmp_path / "build"), "pull-request", image)
-    finally:
-        server.stop()
+    image, built = built_then_registry_gone(tmp_path, "defer")
     deferred = consume(tmp_path / "downstream", "workflow-run-pr", {"image": image, "defer-artifact": "true"})
     assert deferred.code == 0, deferred.log
     assert deferred.outputs["need-artifact"] == "true"
@@ -250,12 +246,7 @@ def test_defer_artifact_still_fails_a_stale_image(registry: RegistryServer, tmp_
 
 
 def test_source_registry_never_touches_the_artifact(tmp_path: Path, engine: None) -> None:
-    server = RegistryServer(tmp_path / "registry").start()
-    image = f"{server.address}/{unique('only-registry')}"
-    try:
-        built = build(scratch_context(tmp_path / "build"), "pull-request", image)
-    finally:
-        server.stop()
+    image, built = built_then_registry_gone(tmp_path, "only-registry")
     run = consume(
         tmp_path / "downstream",
         "workflow-run-pr",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PYTHON_BASE = "buildonce-test/python-base:bookworm"
+BUSYBOX_IMAGE = "buildonce-test/busybox:1"
 DOCKER_CLI_REPOSITORY = "buildonce-test/docker-cli"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -48,6 +50,10 @@ _PLUGIN_DIRS = (
     "/usr/lib/docker/cli-plugins",
     "/usr/libexec/docker/cli-plugins",
 )
+
+
+# The commands Dockerfiles in the tests and benchmarks run, as links to Debian's busybox-static.
+_BUSYBOX_APPLETS = ("sh", "echo", "cat", "date", "sleep", "head", "dd", "ls", "mkdir", "touch", "test", "[", "true")
 
 
 class MissingToolError(RuntimeError):
@@ -107,6 +113,28 @@ def _import(tar_argv: list[str], name: str) -> None:
         tar.wait(timeout=60)
     if tar.returncode != 0 or result.returncode != 0:
         raise RuntimeError(f"importing {name} failed: {tar_error.strip()} {result.stderr.strip()}")
+
+
+def busybox_image(name: str = BUSYBOX_IMAGE) -> bool:
+    """A base image with a shell for RUN steps, from Debian's busybox-static; True if it was made now."""
+    if image_exists(name):
+        return False
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not Path(busybox).is_file():
+        raise MissingToolError("busybox-static is not installed; scripts/dev-env up installs it")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(busybox, arcname="bin/busybox")
+        for applet in _BUSYBOX_APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            archive.addfile(link)
+        for directory, mode in (("tmp", 0o1777), ("dev", 0o755)):
+            entry = tarfile.TarInfo(directory)
+            entry.type, entry.mode = tarfile.DIRTYPE, mode
+            archive.addfile(entry)
+    subprocess.run(["docker", "import", "-", name], input=buffer.getvalue(), capture_output=True, check=True)
+    return True
 
 
 def python_base(name: str = PYTHON_BASE, *, mirror: str | None = None) -> str:

@@ -60,6 +60,7 @@ def test_semver_tag_plan() -> None:
     assert plan.tag_names == ("1.2.3", "1.2", "1", "sha-fedcba9")
     assert plan.version == "1.2.3"
     assert plan.labels["org.opencontainers.image.version"] == "1.2.3"
+    assert "dev.buildonce.branch" not in plan.labels  # a git tag is no branch
 
 
 def test_fork_pull_request_is_not_pushed_but_kept_as_artifact() -> None:
