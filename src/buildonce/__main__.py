@@ -117,11 +117,8 @@ def run_plan(call: Invocation) -> None:
     context = call.context(options.default_branch)
     plan = make_plan(context, options, now=datetime.now(timezone.utc))
     call.console.info(describe(plan))
-    if plan.created_from_clock:
-        call.console.warning(
-            "the commit time is unknown (no head_commit in the payload, no checkout of it in the workspace); "
-            "the created label uses the clock, so a re-run will not reproduce the same image"
-        )
+    for warning in plan.warnings():
+        call.console.warning(warning)
     call.finish(plan.outputs())
 
 

@@ -62,6 +62,8 @@ def run_build(call: Invocation) -> None:
     plan = make_plan(context, options.plan, now=datetime.now(timezone.utc))
     console = call.console
     console.info(describe(plan))
+    for warning in plan.warnings():
+        console.warning(warning)
     if not plan.push.value and plan.push.reason != "set by the 'push' input":
         console.notice(f"Not pushing: {plan.push.reason}.", title="buildonce")
     cwd = Path.cwd()

@@ -36,6 +36,8 @@ class Plan:
     artifact: Decision
     artifact_name: str
     created_from_clock: bool
+    default_branch: str
+    """As the payload (or the default-branch input) names it; empty when unknown."""
 
     @property
     def immutable_tag(self) -> str:
@@ -52,6 +54,22 @@ class Plan:
     @property
     def immutable_references(self) -> tuple[Reference, ...]:
         return tuple(ref for ref in self.references if ref.tag == self.immutable_tag)
+
+    def warnings(self) -> list[str]:
+        """What the log should say about guesses the plan had to make."""
+        said = []
+        if self.created_from_clock:
+            said.append(
+                "the commit time is unknown (no head_commit in the payload, no checkout of it in the workspace); "
+                "the created label uses the clock, so a re-run will not reproduce the same image"
+            )
+        if self.subject.kind is Kind.BRANCH and not self.default_branch:
+            said.append(
+                f"the default branch is unknown (the event payload has no repository.default_branch), so "
+                f"{self.subject.ref_name!r} is tagged as a feature branch; if it is the default branch, set the "
+                "default-branch input"
+            )
+        return said
 
     def metadata(self) -> dict[str, object]:
         """The same shape as docker/metadata-action's ``json`` output."""
@@ -152,6 +170,7 @@ def make_plan(context: Context, options: PlanOptions, *, now: datetime) -> Plan:
         artifact=artifact,
         artifact_name=artifact_name,
         created_from_clock=context.commit_time is None,
+        default_branch=context.default_branch,
     )
 
 

@@ -49,6 +49,27 @@ def test_created_is_the_commit_time_not_the_clock() -> None:
     assert clock.created_from_clock
 
 
+def test_plan_warns_of_what_it_had_to_guess() -> None:
+    assert plan_for("push-branch").warnings() == []
+    (clock,) = plan_for("pull-request").warnings()
+    assert "commit time is unknown" in clock
+
+    data = payload("push-default")
+    del data["repository"]["default_branch"]
+    ctx = build_context(runner_env("push-default"), data)
+    unknown = make_plan(ctx, plan_options(Inputs({}, {"images": "ghcr.io/acme/widget"})), now=NOW)
+    assert unknown.tag_names == ("main-0123456",)
+    (warning,) = unknown.warnings()
+    assert "default branch is unknown" in warning
+    assert "'main'" in warning
+    assert "default-branch" in warning
+
+    ctx = build_context(runner_env("push-default"), data, default_branch="main")
+    named = make_plan(ctx, plan_options(Inputs({}, {"images": "ghcr.io/acme/widget"})), now=NOW)
+    assert named.tag_names == ("latest", "sha-0123456")
+    assert named.warnings() == []
+
+
 def test_default_branch_plan_does_not_load() -> None:
     plan = plan_for("push-default")
     assert plan.tag_names == ("latest", "sha-0123456")
