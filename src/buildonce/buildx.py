@@ -272,17 +272,20 @@ def run_build(
             )
         except FileNotFoundError:
             raise EngineError("the docker CLI is not installed on this runner; install Docker and buildx.") from None
-        if stopper is not None:
-            stopper.attach(process)
-        assert process.stdout is not None  # noqa: S101 - Popen with stdout=PIPE always has it
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
-            tail.append(line)
-            console.info(line)
-        code = process.wait()
+        with process:
+            if stopper is not None:
+                stopper.attach(process)
+            assert process.stdout is not None  # noqa: S101 - Popen with stdout=PIPE always has it
+            for raw in process.stdout:
+                if stopper is not None and stopper.stopped:
+                    continue  # buildx's complaints about being stopped ("context canceled") would only mislead
+                line = raw.rstrip("\n")
+                tail.append(line)
+                console.info(line)
+            code = process.wait()
     seconds = time.monotonic() - started
     if stopper is not None and stopper.stopped:
-        console.info("The build was stopped.")
+        console.info("The build was stopped; the reason follows.")
         return None
     if code != 0:
         errors = [line for line in tail if "ERROR" in line or "error:" in line.lower()]
