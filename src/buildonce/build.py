@@ -27,7 +27,6 @@ from buildonce.buildx import (
     check_paths,
     docker_config_with_login,
     find_builder,
-    source_date_epoch,
 )
 from buildonce.buildx import (
     run_build as run_buildx,
@@ -96,7 +95,7 @@ def run_build(call: Invocation) -> None:
             metadata_file=scratch / "metadata.json",
             iidfile=scratch / "iid",
             layout_dir=scratch / "layout",
-            source_date_epoch=source_date_epoch(call.env, commit_epoch),
+            source_date_epoch=commit_epoch,
             env=build_env,
         )
         try:

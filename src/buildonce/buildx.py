@@ -335,11 +335,3 @@ def docker_config_with_login(env: Mapping[str, str], login: Login | None) -> Ite
         yield {**env, "DOCKER_CONFIG": str(overlay)}
     finally:
         shutil.rmtree(overlay, ignore_errors=True)
-
-
-def source_date_epoch(env: Mapping[str, str], commit_epoch: int | None) -> int | None:
-    """The commit time, unless the job already set SOURCE_DATE_EPOCH itself."""
-    given = env.get("SOURCE_DATE_EPOCH", "").strip()
-    if given.isdigit():
-        return int(given)
-    return commit_epoch

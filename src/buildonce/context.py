@@ -233,8 +233,8 @@ def build_context(
 ) -> Context:
     """Make the context from the runner's variables and the parsed event payload.
 
-    ``commit_time`` is the fallback for when the payload carries no commit timestamp (the edge reads it
-    from the workspace).
+    The image's time is the job's ``SOURCE_DATE_EPOCH`` when set, else the payload's commit timestamp, else
+    ``commit_time`` (the edge reads it from the workspace).
     """
     name = (event_name or env.get("GITHUB_EVENT_NAME", "")).strip()
     if not name:
@@ -268,8 +268,21 @@ def build_context(
         pull_request=fields.pull_request,
         upstream=fields.upstream,
         merge_group_head_ref=fields.merge_group_head_ref,
-        commit_time=fields.timestamp or commit_time,
+        commit_time=_source_date_epoch(env) or fields.timestamp or commit_time,
     )
+
+
+def _source_date_epoch(env: Mapping[str, str]) -> datetime | None:
+    """The job's own SOURCE_DATE_EPOCH, which then dates the image (label and build) instead of the commit."""
+    given = env.get("SOURCE_DATE_EPOCH", "").strip()
+    if not given:
+        return None
+    if not given.isdigit():
+        raise InputError(
+            f"SOURCE_DATE_EPOCH is {given!r}; it must be a whole number of seconds since 1970-01-01 UTC, "
+            "or unset (buildonce then uses the commit's time)."
+        )
+    return datetime.fromtimestamp(int(given), tz=timezone.utc)
 
 
 def read_payload(path: Path) -> dict[str, Any]:

@@ -60,8 +60,9 @@ class Plan:
         said = []
         if self.created_from_clock:
             said.append(
-                "the commit time is unknown (no head_commit in the payload, no checkout of it in the workspace); "
-                "the created label uses the clock, so a re-run will not reproduce the same image"
+                "the commit time is unknown (no head_commit in the payload, no checkout of it in the workspace, "
+                "no SOURCE_DATE_EPOCH); the created label uses the clock, so a re-run will not reproduce the "
+                "same image"
             )
         if self.subject.kind is Kind.BRANCH and not self.default_branch:
             said.append(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from events import payload, runner_env
 
-from buildonce.buildx import Output, build_command, check_paths, docker_config_with_login, source_date_epoch
+from buildonce.buildx import Output, build_command, check_paths, docker_config_with_login
 from buildonce.context import build_context
 from buildonce.errors import InputError
 from buildonce.options import Login, build_options
@@ -90,8 +90,6 @@ def test_layout_output() -> None:
 def test_user_source_date_epoch_wins() -> None:
     argv = command({"build-args": "SOURCE_DATE_EPOCH=5"})
     assert argv.count("--build-arg") == 1
-    assert source_date_epoch({"SOURCE_DATE_EPOCH": "42"}, 7) == 42
-    assert source_date_epoch({}, 7) == 7
 
 
 def test_secret_values_go_through_the_environment_only() -> None:

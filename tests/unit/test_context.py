@@ -173,3 +173,14 @@ def test_commit_time_from_the_workspace(tmp_path: Path) -> None:
     env = {"GITHUB_EVENT_NAME": "schedule", "GITHUB_SHA": sha, "GITHUB_REF": "refs/heads/main"}
     ctx = load_context(env, event_path=event, workspace=tmp_path)
     assert ctx.commit_time == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def test_the_jobs_source_date_epoch_dates_the_image() -> None:
+    assert context_for("push-branch", SOURCE_DATE_EPOCH="1700000000").commit_time == datetime(
+        2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc
+    )
+    assert context_for("push-branch", SOURCE_DATE_EPOCH=" ").commit_time == datetime(
+        2026, 3, 4, 9, 20, 30, tzinfo=timezone.utc
+    )
+    with pytest.raises(InputError, match=r"SOURCE_DATE_EPOCH is 'yesterday'.*whole number of seconds"):
+        context_for("push-branch", SOURCE_DATE_EPOCH="yesterday")
