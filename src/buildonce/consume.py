@@ -252,6 +252,7 @@ def run_verify(call: Invocation) -> None:
     """Check, without pulling, that an image (name:tag or name@digest) was built from a commit."""
     options = verify_options(call.inputs)
     console = call.console
+    sha = options.sha or _event_commit(call)
     keys = Keys(options.label_namespace)
     reference = options.reference
     name, _, digest = reference.partition("@")
@@ -279,9 +280,19 @@ def run_verify(call: Invocation) -> None:
         # Not in the registry: an image loaded from an artifact is only in the engine.
         missing = VerificationError(f"{reference} is neither in the registry nor in the local engine.")
         labels, resolved, source = _local_labels(call.env, reference, missing)
-    check_fresh(reference, labels, options.sha, keys)
-    console.info(f"{reference} was built from {options.sha} ({source})")
+    check_fresh(reference, labels, sha, keys)
+    console.info(f"{reference} was built from {sha} ({source})")
     call.finish({"digest": resolved or "", "revision": labels.get(REVISION, ""), "source": source})
+
+
+def _event_commit(call: Invocation) -> str:
+    """The commit the event names, as the build tagged it (a pull request's head): verify's default."""
+    if not (call.args.event or call.env.get("GITHUB_EVENT_PATH")):
+        raise InputError(
+            "input 'sha' is empty and there is no event to take the commit from. "
+            "Give the full commit sha the image must have been built from."
+        )
+    return subject_of(call.context()).sha
 
 
 def _local_labels(env: Mapping[str, str], reference: str, failure: FatalError) -> tuple[dict[str, str], str, str]:

@@ -504,9 +504,7 @@ def verify_options(inputs: Inputs) -> VerifyOptions:
     reference = inputs.get("image")
     if not reference:
         raise InputError("input 'image' is empty. Give the image to check as name:tag or name@sha256:<digest>.")
-    sha = _sha(inputs, "sha")
-    if not sha:
-        raise InputError("input 'sha' is empty. Give the full commit sha the image must have been built from.")
+    sha = _sha(inputs, "sha")  # empty: the commit the event names
     return VerifyOptions(
         reference=reference,
         sha=sha,

@@ -198,6 +198,15 @@ def test_verify_checks_without_pulling(registry: RegistryServer, tmp_path: Path)
     assert bad.code == 1
     assert sha in bad.errors()[0]
     assert "f" * 40 in bad.errors()[0]
+    # Without 'sha', the commit the event names is the one checked.
+    same = consume(tmp_path / "v3", "push-default", {"image": f"{image}:latest"}, command="verify")
+    assert same.code == 0, same.log
+    assert f"was built from {sha}" in same.log
+    other = consume(tmp_path / "v4", "push-branch", {"image": f"{image}:latest"}, command="verify")
+    assert other.code == 1
+    (error,) = other.errors()
+    assert sha in error
+    assert runner_env("push-branch")["GITHUB_SHA"] in error
 
 
 def test_fork_pull_request_is_consumed_from_its_artifact(registry: RegistryServer, tmp_path: Path) -> None:

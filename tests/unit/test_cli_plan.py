@@ -178,3 +178,12 @@ def test_secrets_are_masked_before_anything_else(runner: dict[str, str]) -> None
     masks = [line for line in lines if line.startswith("::add-mask::")]
     assert masks == lines[: len(masks)]
     assert {line.removeprefix("::add-mask::") for line in masks} == {"pw-123456", "tok-abcdef", "npm-987654"}
+
+
+def test_verify_without_sha_or_event_says_what_to_give(runner: dict[str, str]) -> None:
+    env = {**runner, "INPUT_IMAGE": "127.0.0.1:9/acme/widget:latest"}
+    code, log = run(["verify"], env)
+    assert code == 1
+    (error,) = commands(log, "error")
+    assert "input 'sha' is empty and there is no event" in error
+    assert Path(runner["GITHUB_OUTPUT"]).read_text() == ""
