@@ -292,7 +292,13 @@ def _event_commit(call: Invocation) -> str:
             "input 'sha' is empty and there is no event to take the commit from. "
             "Give the full commit sha the image must have been built from."
         )
-    return subject_of(call.context()).sha
+    context = call.context()
+    try:
+        return subject_of(context).sha
+    except ContextError:
+        if context.upstream is None:
+            raise
+        return context.upstream.head_sha  # a fork's pull request: no number to tag by, but a commit
 
 
 def _local_labels(env: Mapping[str, str], reference: str, failure: FatalError) -> tuple[dict[str, str], str, str]:

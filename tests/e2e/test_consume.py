@@ -224,6 +224,11 @@ def test_fork_pull_request_is_consumed_from_its_artifact(registry: RegistryServe
     assert run.outputs["source"] == "artifact"
     assert run.outputs["image"] == f"{image}:pr-7-7777777"
     assert local_labels(run.outputs["image"])["dev.buildonce.pr.head-sha"] == "7" * 40
+    # A later step's verify of the loaded image takes the commit from the same event.
+    checked = consume(tmp_path / "verify", "workflow-run-fork-pr", {"image": run.outputs["image"]}, command="verify")
+    assert checked.code == 0, checked.log
+    assert checked.outputs["source"] == "local"
+    assert f"was built from {'7' * 40}" in checked.log
 
 
 def test_defer_artifact_reports_the_need_instead_of_failing(tmp_path: Path, engine: None) -> None:
