@@ -31,7 +31,12 @@ class BuildReport:
 
     @property
     def image(self) -> str:
-        return self.plan.images[0].with_digest(self.digest) if self.digest else ""
+        """Where a later step finds the image: pushed, by digest; only loaded, by its local name."""
+        if self.digest:
+            return self.plan.images[0].with_digest(self.digest)
+        if self.plan.load.value and self.plan.immutable_references:
+            return str(self.plan.immutable_references[0])
+        return ""
 
     def outputs(self) -> dict[str, str]:
         outputs = self.plan.outputs()

@@ -236,6 +236,10 @@ def test_fork_pull_request_builds_without_pushing(registry: RegistryServer, tmp_
     assert any("fork" in notice for notice in run.notices())
     assert registry_api.tags(registry.address, repo) == []
     assert Path(run.outputs["artifact-path"]).is_file()
+    # Tests later in the same job run the loaded image by its local name.
+    assert run.outputs["image"] == f"{registry.address}/{repo}:pr-7-7777777"
+    inspect = subprocess.run(["docker", "image", "inspect", run.outputs["image"]], capture_output=True, check=False)
+    assert inspect.returncode == 0
 
 
 def test_engine_unreachable_is_a_clear_error(registry: RegistryServer, tmp_path: Path) -> None:
