@@ -58,6 +58,8 @@ T = TypeVar("T")
 def run_build(call: Invocation) -> None:
     options = build_options(call.inputs)
     context = call.context(options.plan.default_branch)
+    if options.source_date_epoch is not None:  # the build's timestamps, so the created label's too
+        context = replace(context, commit_time=datetime.fromtimestamp(options.source_date_epoch, timezone.utc))
     plan = make_plan(context, options.plan, now=datetime.now(timezone.utc))
     console = call.console
     console.info(describe(plan))

@@ -382,6 +382,11 @@ def _build_args(inputs: Inputs) -> tuple[str, ...]:
                 f"input 'build-args': {entry!r} is not a build argument. Write one NAME=value per line; "
                 "NAME is letters, digits and '_', not starting with a digit."
             )
+        if key == "SOURCE_DATE_EPOCH" and not entry[len(key) + 1 :].strip().isdigit():
+            raise InputError(
+                f"input 'build-args': {entry!r} gives SOURCE_DATE_EPOCH no time; it must be a whole number of "
+                "seconds since 1970-01-01 UTC (or leave it out: buildonce sets it from the commit's time)."
+            )
         args.append(entry)
     return tuple(args)
 
@@ -409,6 +414,15 @@ class BuildOptions:
     push_via: PushVia
     artifact_dir: str
     compression: Compression
+
+    @property
+    def source_date_epoch(self) -> int | None:
+        """A SOURCE_DATE_EPOCH given as a build argument, which then dates the image."""
+        for entry in self.build_args:
+            key, _, value = entry.partition("=")
+            if key == "SOURCE_DATE_EPOCH":
+                return int(value)
+        return None
 
 
 def build_options(inputs: Inputs) -> BuildOptions:

@@ -92,6 +92,16 @@ def test_feature_branch_push(registry: RegistryServer, tmp_path: Path) -> None:
     pull_by_digest(run.outputs["image"])
 
 
+def test_a_source_date_epoch_build_arg_dates_label_and_config(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("epoch")
+    inputs = {"build-args": "SOURCE_DATE_EPOCH=1700000000"}
+    run = build(scratch_context(tmp_path), "push-branch", images=f"{registry.address}/{repo}", inputs=inputs)
+    assert run.code == 0, run.log
+    (config,) = registry_api.configs(registry.address, repo, run.outputs["digest"])
+    assert config["config"]["Labels"]["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
+    assert config["created"].startswith("2023-11-14T22:13:20")
+
+
 def test_default_branch_gets_latest_and_sha_in_two_images(registry: RegistryServer, tmp_path: Path) -> None:
     first, second = unique("main-a"), unique("main-b")
     images = f"{registry.address}/{first}\n{registry.address}/{second}"

@@ -113,6 +113,11 @@ def test_valid_platforms(platform: str) -> None:
     assert check_platform(platform) == platform
 
 
+def test_source_date_epoch_build_arg() -> None:
+    assert build_options(inputs(images="a/b", build_args="A=1\nSOURCE_DATE_EPOCH=42")).source_date_epoch == 42
+    assert build_options(inputs(images="a/b", build_args="A=1")).source_date_epoch is None
+
+
 def test_build_options_defaults() -> None:
     options = build_options(inputs(images="a/b"))
     assert options.context == "."
@@ -129,6 +134,7 @@ def test_build_options_defaults() -> None:
     [
         ({"build_args": "=x"}, "'build-args'"),
         ({"build_args": "NOEQUALS"}, "'build-args'"),
+        ({"build_args": "SOURCE_DATE_EPOCH=yesterday"}, "'build-args'"),
         ({"retry_attempts": "0"}, "'retry-attempts'"),
         ({"retry_wait_seconds": "-1"}, "'retry-wait-seconds'"),
         ({"timeout_minutes": "zero"}, "'timeout-minutes'"),
