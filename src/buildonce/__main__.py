@@ -7,6 +7,7 @@ Subcommands import their heavy modules (the Docker SDK, the registry client) onl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -143,14 +144,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environment = dict(os.environ if env is None else env)
     # With --json, stdout carries only the JSON; the readable log goes to stderr.
     console = Console(stream=(sys.stderr if args.json else (stdout or sys.stdout)))
+    files = RunnerFiles.from_env(environment)
     try:
         inputs = Inputs.from_flags(environment, args.input)
         _mask_secrets(inputs, environment, console)
         _check_input_names(args.command, args.input)
-        call = Invocation(args, inputs, environment, console, RunnerFiles.from_env(environment))
+        call = Invocation(args, inputs, environment, console, files)
         _job(args.command)(call)
     except FatalError as exc:
         console.error(str(exc), title=exc.title)
+        # The job's summary page shows it too, where a reader looks first; the outputs stay unwritten.
+        quoted = "\n".join(f"> {line}" for line in console.redact(str(exc)).splitlines())
+        with contextlib.suppress(OSError):
+            files.write_summary(f"### buildonce {args.command} failed: {exc.title}\n\n{quoted}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         console.error("interrupted", title="buildonce")

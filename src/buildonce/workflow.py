@@ -105,6 +105,12 @@ class Console:
                 self._masked.add(line)
                 self._emit(_command("add-mask", line))
 
+    def redact(self, text: str) -> str:
+        """``text`` with every masked value hidden, for files the runner does not mask (the step summary)."""
+        for secret in sorted(self._masked, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
     def info(self, message: str) -> None:
         self._emit(message)
 

@@ -187,3 +187,15 @@ def test_verify_without_sha_or_event_says_what_to_give(runner: dict[str, str]) -
     (error,) = commands(log, "error")
     assert "input 'sha' is empty and there is no event" in error
     assert Path(runner["GITHUB_OUTPUT"]).read_text() == ""
+
+
+def test_a_failure_is_summarized_without_outputs(runner: dict[str, str]) -> None:
+    env = {**runner_env("push-branch"), **runner, "INPUT_IMAGES": "Bad/Name"}
+    code, log = run(["plan"], env)
+    assert code == 1
+    (error,) = commands(log, "error")
+    assert "input 'images'" in error
+    assert Path(runner["GITHUB_OUTPUT"]).read_text() == ""
+    summary = Path(runner["GITHUB_STEP_SUMMARY"]).read_text()
+    assert summary.startswith("### buildonce plan failed: Invalid input")
+    assert "> input 'images'" in summary

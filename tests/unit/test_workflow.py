@@ -79,3 +79,10 @@ def test_no_runner_files_outside_actions(tmp_path: Path) -> None:
     files.write_outputs({"a": "b"})
     files.write_summary("# x")
     assert files.output is None
+
+
+def test_redact_hides_masked_values_longest_first() -> None:
+    console = Console(stream=io.StringIO())
+    console.mask("abc")
+    console.mask("abcdef")
+    assert console.redact("x abcdef y abc z") == "x *** y *** z"
