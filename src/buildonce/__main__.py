@@ -78,11 +78,28 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--event-name", metavar="NAME", help="event name (default: $GITHUB_EVENT_NAME)")
     common.add_argument("--json", action="store_true", help="print the outputs as one JSON object on stdout")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("plan", parents=[common], help="compute tags, labels and decisions; touch nothing")
-    commands.add_parser("build", parents=[common], help="build once, push with retry, verify the digest")
-    commands.add_parser("consume", parents=[common], help="find, pull by digest and check this commit's image")
-    commands.add_parser("verify", parents=[common], help="check that an image was built from a given commit")
+    helps = {
+        "plan": "compute tags, labels and decisions; touch nothing",
+        "build": "build once, push with retry, verify the digest",
+        "consume": "find, pull by digest and check this commit's image",
+        "verify": "check that an image was built from a given commit",
+    }
+    for name, text in helps.items():
+        commands.add_parser(
+            name,
+            parents=[common],
+            help=text,
+            description=f"buildonce {name}: {text}.",
+            epilog=_inputs_epilog(KNOWN_INPUTS[name]),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     return parser
+
+
+def _inputs_epilog(defaults: Mapping[str, str]) -> str:
+    width = max(len(name) for name in defaults)
+    rows = [f"  {name:<{width}}  {value!r}" if value else f"  {name}" for name, value in defaults.items()]
+    return "inputs (with defaults; described in README.md, 'Inputs and outputs'):\n" + "\n".join(rows)
 
 
 def _check_input_names(command: str, flags: Sequence[str]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,13 @@ def test_a_failure_is_summarized_without_outputs(runner: dict[str, str]) -> None
     summary = Path(runner["GITHUB_STEP_SUMMARY"]).read_text()
     assert summary.startswith("### buildonce plan failed: Invalid input")
     assert "> input 'images'" in summary
+
+
+def test_each_command_lists_its_inputs_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["build", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "inputs (with defaults" in text
+    assert re.search(r"^  retry-attempts +'3'$", text, flags=re.MULTILINE)
+    assert "\n  images\n" in text
