@@ -1,7 +1,8 @@
 """A real Distribution registry (Debian's ``docker-registry``) on 127.0.0.1, for tests and benchmarks.
 
 Each instance has its own storage directory and a free port; with ``users`` it requires htpasswd (bcrypt)
-logins. Loopback registries are plain HTTP, which Docker allows without configuration.
+logins, with ``token`` bearer tokens from that token service (as hosted registries do). Loopback registries
+are plain HTTP, which Docker allows without configuration.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from token_server import TokenServer
 
 TEST_USER = "buildonce"
 TEST_PASSWORD = "not-a-real-secret-4821"
@@ -40,9 +45,17 @@ def _htpasswd_line(user: str, password: str) -> str:
 
 
 class RegistryServer:
-    def __init__(self, root: Path, *, users: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        users: dict[str, str] | None = None,
+        port: int | None = None,
+        token: TokenServer | None = None,
+    ) -> None:
         self.root = root
-        self.users = users or {}
+        self.users = users or (token.users if token else {})
+        self.token = token
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -58,7 +71,9 @@ class RegistryServer:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "data").mkdir(exist_ok=True)
         auth = ""
-        if self.users:
+        if self.token is not None:
+            auth = self.token.registry_auth_config()
+        elif self.users:
             htpasswd = self.root / "htpasswd"
             htpasswd.write_text("".join(_htpasswd_line(user, password) for user, password in self.users.items()))
             auth = f"auth:\n  htpasswd:\n    realm: buildonce-test\n    path: {htpasswd}\n"
