@@ -92,6 +92,13 @@ def parse_image_name(text: str, *, source: str = "images") -> ImageName:
     if domain and not _DOMAIN_RE.fullmatch(domain):
         raise InputError(f"input '{source}': {name!r} has an invalid registry host {domain!r}. {hint}")
     if not _PATH_RE.fullmatch(path):
+        if path != path.lower() and _PATH_RE.fullmatch(path.lower()):
+            # ${{ github.repository }} keeps the owner's capitals; registries want lower case.
+            lowered = f"{domain}/{path.lower()}" if domain else path.lower()
+            raise InputError(
+                f"input '{source}': {name!r} has upper-case letters, which image names may not; "
+                f"use {lowered!r} (in a workflow, lower-case the repository name first)."
+            )
         detail = "upper-case letters" if path != path.lower() else "characters or separators not allowed"
         raise InputError(f"input '{source}': {name!r} is not a valid image name ({detail}). {hint}")
     if len(name) > MAX_NAME_LENGTH:

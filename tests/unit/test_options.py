@@ -25,8 +25,10 @@ def inputs(**values: str) -> Inputs:
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
-        ("ghcr.io/Acme/app", "upper-case"),
-        ("Acme/app", "upper-case"),
+        ("ghcr.io/Acme/app", "use 'ghcr.io/acme/app'"),
+        ("Acme/app", "use 'acme/app'"),
+        ("127.0.0.1:5000/My_App", "use '127.0.0.1:5000/my_app'"),
+        ("ghcr.io/Acme/my app", "upper-case letters"),
         ("my app", "not a valid image name"),
         ("app:latest", "carries a tag"),
         ("app@sha256:" + "a" * 64, "carries a tag or digest"),
