@@ -146,17 +146,15 @@ class TokenServer:
                 self._send_token(user, scopes)
 
             def _refuse(self) -> None:
-                body = json.dumps({"details": "incorrect username or password"}).encode()
-                self.send_response(401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self._send_json(401, {"details": "incorrect username or password"})
 
             def _send_token(self, user: str, scopes: list[str]) -> None:
                 token = server.token(user, scopes)
-                body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
-                self.send_response(200)
+                self._send_json(200, {"token": token, "access_token": token, "expires_in": 300})
+
+            def _send_json(self, status: int, document: dict[str, object]) -> None:
+                body = json.dumps(document).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
