@@ -638,3 +638,18 @@ def test_a_layout_with_a_missing_blob_is_refused(tmp_path: Path) -> None:
     (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     with pytest.raises(ArtifactError, match="is missing"):
         read_layout(tmp_path)
+
+
+def test_a_token_service_outage_is_transient(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    def handle(seen: Seen) -> Reply:
+        if seen.path == "/token":
+            return Reply(503, {}, b"token service down")
+        return Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{seen.headers["host"]}/token"'})
+
+    fake = serve(handle)
+    error = error_of(lambda: client(logins={fake.address: Credentials("ci-bot", PASSWORD)}).resolve(fake.image(), "v1"))
+    assert error.transient
+    assert "HTTP 503" in str(error)
+    assert "token" in str(error)
