@@ -39,10 +39,10 @@ from benchlib import (
     STATS_HEADERS,
     VENV_PYTHON,
     MeasurementError,
+    bench_parser,
     docker,
     ensure_busybox,
     fresh_sha,
-    header,
     interleave,
     median,
     mib,
@@ -50,6 +50,7 @@ from benchlib import (
     push_event,
     remove_images,
     require_engine,
+    run_bench,
     run_buildonce,
     run_timed,
     secs,
@@ -333,21 +334,13 @@ def measure(counts: Counts) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke run")
+    parser = bench_parser(__doc__)
     parser.add_argument("--save-child", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.save_child:
         directory, compression, *references = args.save_child
         return save_child(directory, compression, references)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    header("bench/artifact.py" + (" --quick" if args.quick else ""))
-    try:
-        measure(QUICK if args.quick else FULL)
-    except MeasurementError as exc:
-        print(f"measurement failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_bench("artifact.py", args.quick, lambda: measure(QUICK if args.quick else FULL))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Importing this module puts ``tests/support`` on ``sys.path``, so that the script
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -125,6 +126,24 @@ def code_under_test() -> str:
 
 def header(name: str) -> None:
     print(f"{name}: {code_under_test()}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke run")
+    return parser
+
+
+def run_bench(script: str, quick: bool, measure: Callable[[], None]) -> int:
+    """Print the header, run ``measure`` with output line-buffered, and turn a failed measurement into exit 1."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    header(f"bench/{script}" + (" --quick" if quick else ""))
+    try:
+        measure()
+    except MeasurementError as exc:
+        print(f"measurement failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def section(title: str) -> None:

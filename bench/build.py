@@ -22,7 +22,6 @@ so that the push step can be timed apart from the build.
 
 from __future__ import annotations
 
-import argparse
 import math
 import secrets
 import shutil
@@ -40,10 +39,10 @@ from benchlib import (
     BuildonceRun,
     MeasurementError,
     Streamed,
+    bench_parser,
     docker,
     ensure_busybox,
     fresh_sha,
-    header,
     interleave,
     median,
     ms,
@@ -53,6 +52,7 @@ from benchlib import (
     push_event,
     remove_images,
     require_engine,
+    run_bench,
     run_buildonce,
     run_streamed,
     secs,
@@ -521,17 +521,8 @@ def measure(counts: Counts) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke run")
-    args = parser.parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    header("bench/build.py" + (" --quick" if args.quick else ""))
-    try:
-        measure(QUICK if args.quick else FULL)
-    except MeasurementError as exc:
-        print(f"measurement failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    args = bench_parser(__doc__).parse_args(argv)
+    return run_bench("build.py", args.quick, lambda: measure(QUICK if args.quick else FULL))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ nor ``requests`` is imported by ``plan``.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -27,11 +26,12 @@ from benchlib import (
     VENV,
     VENV_PYTHON,
     MeasurementError,
+    bench_parser,
     child_env,
-    header,
     interleave,
     median,
     ms,
+    run_bench,
     run_timed,
     section,
     stats_row,
@@ -168,17 +168,9 @@ def report_imports(profile: Profile) -> dict[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke run")
-    args = parser.parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    header("bench/plan.py" + (" --quick" if args.quick else ""))
-    try:
-        measure(reps=5 if args.quick else 30, profile_runs=2 if args.quick else 7)
-    except MeasurementError as exc:
-        print(f"measurement failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    args = bench_parser(__doc__).parse_args(argv)
+    reps, profile_runs = (5, 2) if args.quick else (30, 7)
+    return run_bench("plan.py", args.quick, lambda: measure(reps=reps, profile_runs=profile_runs))
 
 
 def measure(reps: int, profile_runs: int) -> None:
