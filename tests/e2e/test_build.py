@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import registry_api
-from action_run import Run, run_buildonce
+from action_run import Run, run_on_fixture
 from build_contexts import scratch_context, unique
 from events import payload
 from registry_server import RegistryServer
@@ -27,18 +27,8 @@ def build(
     env: dict[str, str] | None = None,
     data: dict[str, Any] | None = None,
 ) -> Run:
-    from events import runner_env
-
-    runner = runner_env(fixture)
-    base_env = {key: runner[key] for key in ("GITHUB_SHA", "GITHUB_REF")}
-    return run_buildonce(
-        "build",
-        workdir,
-        event_name=runner["GITHUB_EVENT_NAME"],
-        payload=data or payload(fixture),
-        env={**base_env, **(env or {})},
-        inputs={"images": images, **FAST_RETRY, **(inputs or {})},
-    )
+    inputs = {"images": images, **FAST_RETRY, **(inputs or {})}
+    return run_on_fixture("build", workdir, fixture, inputs, env=env, data=data)
 
 
 def assert_served(server: RegistryServer, repository: str, tags: list[str], digest: str) -> None:

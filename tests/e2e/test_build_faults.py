@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import registry_api
-from action_run import Run, run_buildonce
+from action_run import Run, run_on_fixture
 from build_contexts import unique
-from events import payload, runner_env
 from faultproxy import Drop, Fault, FaultProxy, Hang, Status
 from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
 
@@ -30,14 +29,11 @@ def run_step_context(directory: Path, base: str) -> Path:
 
 def build(workdir: Path, images: str, inputs: dict[str, str] | None = None) -> tuple[Run, str]:
     nonce = uuid.uuid4().hex
-    runner = runner_env("push-branch")
-    run = run_buildonce(
+    run = run_on_fixture(
         "build",
         workdir,
-        event_name="push",
-        payload=payload("push-branch"),
-        env={"GITHUB_SHA": runner["GITHUB_SHA"], "GITHUB_REF": runner["GITHUB_REF"]},
-        inputs={
+        "push-branch",
+        {
             "images": images,
             "build-args": f"NONCE={nonce}",
             "retry-wait-seconds": "0.2",

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import registry_api
-from action_run import run_buildonce
+from action_run import run_on_fixture
 from build_contexts import scratch_context, unique
-from events import payload, runner_env
+from events import runner_env
 from registry_server import RegistryServer
 
 DEV_DOCKERD = Path("/var/lib/buildonce-dev/tools/root/usr/sbin/dockerd")
@@ -97,15 +97,8 @@ def classic_engine(engine: None, tmp_path_factory: pytest.TempPathFactory) -> It
 def build(
     workdir: Path, image: str, host: str, inputs: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], str]:
-    runner = runner_env("push-default")
-    run = run_buildonce(
-        "build",
-        workdir,
-        event_name="push",
-        payload=payload("push-default"),
-        env={"GITHUB_SHA": runner["GITHUB_SHA"], "GITHUB_REF": runner["GITHUB_REF"], "DOCKER_HOST": host},
-        inputs={"images": image, "retry-wait-seconds": "0.2", **(inputs or {})},
-    )
+    inputs = {"images": image, "retry-wait-seconds": "0.2", **(inputs or {})}
+    run = run_on_fixture("build", workdir, "push-default", inputs, env={"DOCKER_HOST": host})
     return run.code, run.outputs, run.log
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from action_run import Run, run_buildonce
+from action_run import Run, run_on_fixture
 from build_contexts import scratch_context, unique
 from events import payload, runner_env
 from registry_server import RegistryServer
@@ -18,15 +18,7 @@ FAST = {"retry-wait-seconds": "0.1", "retry-attempts": "2", "timeout-minutes": "
 
 
 def build(workdir: Path, fixture: str, image: str, inputs: dict[str, str] | None = None) -> Run:
-    runner = runner_env(fixture)
-    run = run_buildonce(
-        "build",
-        workdir,
-        event_name=runner["GITHUB_EVENT_NAME"],
-        payload=payload(fixture),
-        env={"GITHUB_SHA": runner["GITHUB_SHA"], "GITHUB_REF": runner["GITHUB_REF"]},
-        inputs={"images": image, **FAST, **(inputs or {})},
-    )
+    run = run_on_fixture("build", workdir, fixture, {"images": image, **FAST, **(inputs or {})})
     assert run.code == 0, run.log
     return run
 
@@ -34,15 +26,7 @@ def build(workdir: Path, fixture: str, image: str, inputs: dict[str, str] | None
 def consume(
     workdir: Path, fixture: str, inputs: dict[str, str], data: dict[str, Any] | None = None, command: str = "consume"
 ) -> Run:
-    runner = runner_env(fixture)
-    return run_buildonce(
-        command,
-        workdir,
-        event_name=runner["GITHUB_EVENT_NAME"],
-        payload=data or payload(fixture),
-        env={"GITHUB_SHA": runner["GITHUB_SHA"], "GITHUB_REF": runner["GITHUB_REF"]},
-        inputs={**FAST, **inputs},
-    )
+    return run_on_fixture(command, workdir, fixture, {**FAST, **inputs}, data=data)
 
 
 def local_labels(reference: str) -> dict[str, str]:
@@ -79,14 +63,8 @@ def test_branch_push_consumed_from_a_workflow_run(registry: RegistryServer, tmp_
     data["ref"] = "refs/heads/feature/dns/subdomain"
     data["after"] = "def5678" + "b" * 33
     scratch_context(tmp_path / "build")
-    built = run_buildonce(
-        "build",
-        tmp_path / "build",
-        event_name="push",
-        payload=data,
-        env={"GITHUB_SHA": data["after"], "GITHUB_REF": data["ref"]},
-        inputs={"images": image, **FAST},
-    )
+    env = {"GITHUB_SHA": data["after"], "GITHUB_REF": data["ref"]}
+    built = run_on_fixture("build", tmp_path / "build", "push-branch", {"images": image, **FAST}, env=env, data=data)
     assert built.code == 0, built.log
     assert built.outputs["immutable-tag"] == "feature-dns-subdomain-def5678"
     run = consume(tmp_path / "downstream", "workflow-run-push", {"image": image})

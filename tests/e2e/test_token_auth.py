@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from action_run import Run, run_buildonce
+from action_run import Run, run_on_fixture
 from build_contexts import scratch_context, unique
-from events import payload, runner_env
 from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
 from token_server import TokenServer
 
@@ -45,15 +44,7 @@ def run(command: str, workdir: Path, fixture: str, inputs: dict[str, str]) -> Ru
     """buildonce with an empty Docker config of its own: the login inputs are the only credentials."""
     config = workdir / "docker-config"
     config.mkdir(parents=True, exist_ok=True)
-    runner = runner_env(fixture)
-    return run_buildonce(
-        command,
-        workdir,
-        event_name=runner["GITHUB_EVENT_NAME"],
-        payload=payload(fixture),
-        env={"GITHUB_SHA": runner["GITHUB_SHA"], "GITHUB_REF": runner["GITHUB_REF"], "DOCKER_CONFIG": str(config)},
-        inputs={**FAST, **inputs},
-    )
+    return run_on_fixture(command, workdir, fixture, {**FAST, **inputs}, env={"DOCKER_CONFIG": str(config)})
 
 
 def pull_with_login(server: RegistryServer, reference: str, config: Path) -> None:

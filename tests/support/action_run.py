@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from events import payload as fixture_payload
+from events import runner_env
 from runner_format import commands, parse_outputs
 
 
@@ -79,3 +81,25 @@ def run_buildonce(
     )
     log = result.stdout + result.stderr
     return Run(result.returncode, log, parse_outputs(output.read_text()), summary.read_text())
+
+
+def run_on_fixture(
+    command: str,
+    workdir: Path,
+    fixture: str,
+    inputs: dict[str, str],
+    *,
+    env: dict[str, str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Run:
+    """``run_buildonce`` on a fixture's event (or ``data`` in its place), with the GITHUB_SHA and GITHUB_REF
+    the runner sets for it; ``env`` adds to them or overrides them."""
+    runner = runner_env(fixture)
+    return run_buildonce(
+        command,
+        workdir,
+        event_name=runner["GITHUB_EVENT_NAME"],
+        payload=data or fixture_payload(fixture),
+        env={"GITHUB_SHA": runner["GITHUB_SHA"], "GITHUB_REF": runner["GITHUB_REF"], **(env or {})},
+        inputs=inputs,
+    )
