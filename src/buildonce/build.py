@@ -108,8 +108,8 @@ def run_build(call: Invocation) -> None:
         job = prepared.result()
         stack.callback(job.close)
         # A build that finished before the check is thrown away just the same: one image per commit.
-        reuse = job.existing is not None and not options.rebuild
-        report = job.reuse(job.existing) if reuse and job.existing else job.push(output, outcome, scratch)
+        existing = None if options.rebuild else job.existing
+        report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
         if plan.artifact.value:
             report.artifact = job.save_artifact(_artifact_dir(options, call.env))
             console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")

@@ -21,7 +21,7 @@ from buildonce.engine import Engine
 from buildonce.errors import ArtifactError, ContextError, FatalError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys
 from buildonce.options import ConsumeOptions, Login, RetryOptions, Source, consume_options, verify_options
-from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name
+from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name, split_tag
 from buildonce.registry import Credentials, Registry
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
@@ -166,7 +166,7 @@ class Consumer:
             names.insert(0, target.image.with_digest(target.digest))
         # The tags the build planned first; else any image of this repository in the tar (a fork's PR,
         # whose number the triggering run did not name). Freshness is checked on whichever is found.
-        same_repository = [name for name in loaded if _repository_of(name) == target.image.name]
+        same_repository = [name for name in loaded if split_tag(name.split("@", 1)[0])[0] == target.image.name]
         found = next(
             ((name, image) for name in [*names, *same_repository] if (image := self.engine.inspect(name))), None
         )
@@ -181,12 +181,6 @@ class Consumer:
         tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] and "@" not in name else ""
         self.console.info(f"Loaded {name} ({image.id}) from {path}")
         return Consumed(image=name, digest=image.id, source="artifact", tag=tag)
-
-
-def _repository_of(reference: str) -> str:
-    name = reference.split("@", 1)[0]
-    head, sep, tag = name.rpartition(":")
-    return head if sep and "/" not in tag else name
 
 
 def run_consume(call: Invocation) -> None:
@@ -258,9 +252,7 @@ def run_verify(call: Invocation) -> None:
     name, _, digest = reference.partition("@")
     tag = ""
     if not digest:
-        head, sep, maybe_tag = reference.rpartition(":")
-        if sep and "/" not in maybe_tag:
-            name, tag = head, maybe_tag
+        name, tag = split_tag(reference)
     if digest and not DIGEST_PATTERN.fullmatch(digest):
         raise InputError(f"input 'image': {reference!r} has an invalid digest; use name@sha256:<64 hex digits>.")
     image = parse_image_name(name, source="image")

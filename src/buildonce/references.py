@@ -117,13 +117,19 @@ class Reference:
         return self.image.with_tag(self.tag)
 
 
+def split_tag(text: str) -> tuple[str, str]:
+    """``name:tag`` as (name, tag), unchecked; (text, "") when there is no tag (a registry's port is none)."""
+    head, sep, tag = text.rpartition(":")
+    return (head, tag) if sep and "/" not in tag else (text, "")
+
+
 def parse_reference(text: str, *, source: str) -> Reference:
     """Check a full ``name:tag`` reference, e.g. one from metadata-action's output."""
     value = text.strip()
     if "@" in value:
         raise InputError(f"input '{source}': {value!r} is a digest reference; give name:tag.")
-    head, sep, tag = value.rpartition(":")
-    if not sep or "/" in tag:
+    head, tag = split_tag(value)
+    if not tag:
         raise InputError(f"input '{source}': {value!r} has no tag; give name:tag, e.g. ghcr.io/acme/app:v1.")
     check_tag(tag, source=source)
     return Reference(parse_image_name(head, source=source), tag)
