@@ -32,7 +32,7 @@ from buildonce.buildx import (
     run_build as run_buildx,
 )
 from buildonce.dockerconfig import docker_config_dir
-from buildonce.errors import FatalError, ImmutableTagError, InputError, VerificationError
+from buildonce.errors import FatalError, ImmutableTagError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys, annotations_for
 from buildonce.layout import layout_size, layout_tar
 from buildonce.options import BuildOptions, PushVia, build_options
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from buildonce.__main__ import Invocation
     from buildonce.artifact import Artifact
     from buildonce.engine import Engine
-    from buildonce.registry import Registry
+    from buildonce.registry import Manifest, Registry
 
 PUSH_WORKERS = 4
 SAVE_CHUNK = 1 << 20
@@ -208,6 +208,14 @@ class Existing:
     labels: dict[str, str]
 
 
+class _TwinPushedError(Exception):
+    """The engine pushed another build's image of this same commit under its immutable name."""
+
+    def __init__(self, existing: Existing) -> None:
+        super().__init__(existing.digest)
+        self.existing = existing
+
+
 @dataclass
 class BuildJob:
     plan: Plan
@@ -235,10 +243,10 @@ class BuildJob:
             if digest is None:
                 complete = False
                 continue
-            labels, _ = self.policy.call(partial(self.registry.labels, ref.image, digest), f"read labels of {ref}")
-            built_from = commit_of(subject, labels or {}, self.keys)
+            labels = self._labels_of(ref, digest)
+            built_from = commit_of(subject, labels, self.keys)
             if built_from == subject.sha:
-                ours[digest] = labels or {}
+                ours[digest] = labels
                 continue
             other = built_from or "an unknown commit (the image has no revision label)"
             if not self.options.allow_overwrite:
@@ -256,6 +264,12 @@ class BuildJob:
 
     # --- the two ways to a pushed image ----------------------------------------------------------
     def reuse(self, existing: Existing) -> BuildReport:
+        """Report the image the immutable tags already hold, adding this run's other tags to it.
+
+        Every immutable reference holds that very digest (one in each repository), so the other tags are
+        added by putting its manifest under them, registry-side: nothing goes through the engine, which
+        could only fetch its own platform of a multi-platform image. The engine pulls it only to load it.
+        """
         digest = existing.digest
         # The outputs describe the image that is reported, whose labels (created, version…) are those of
         # the run that built it, not those this run would have given it.
@@ -265,22 +279,23 @@ class BuildJob:
             "skipped and that image is reported. Set rebuild: true to build it again.",
             title="Image reused",
         )
-        report = BuildReport(plan=plan, digest=digest, pushed=True, reused=True, attempts=1)
+        report = BuildReport(plan=plan, digest=digest, pushed=True, reused=True)
         started = time.monotonic()
         missing = [ref for ref in plan.references if self._resolve(ref) != digest]
-        if missing or plan.load.value:
-            source = plan.immutable_references[0]
-            report.attempts = max(report.attempts, self._pull(source.image, digest))
-            for ref in {*missing, *plan.references}:
+        if missing:
+            with self.console.group(f"Tag: {len(missing)} reference(s)"):
+                self._tag_in_registry(missing, digest)
+        if plan.load.value:
+            source = self._own_references()[0]
+            self._pull(source.image, digest)
+            for ref in plan.references:
                 self.engine.tag(source.image.with_digest(digest), ref)
-            if missing:
-                _, attempts = self._push_engine(missing, digest)
-                report.attempts = max(report.attempts, attempts)
         report.push_seconds = time.monotonic() - started
         self.verify(digest)
-        local = self.engine.inspect(plan.immutable_references[0].image.with_digest(digest)) if plan.load.value else None
+        local = self.engine.inspect(self._own_references()[0].image.with_digest(digest)) if plan.load.value else None
         report.size = local.size if local else 0
         report.notes.append(f"Build skipped: {plan.immutable_tag} already held this commit's image.")
+        report.attempts = self.policy.most_attempts
         return report
 
     def push(self, output: Output, outcome: BuildOutcome | None, scratch: Path) -> BuildReport:
@@ -297,14 +312,23 @@ class BuildJob:
         )
         self.console.info(f"Built {outcome.digest} in {outcome.seconds:.1f} s ({output.value} output)")
         if plan.push.value:
+            # The tags were looked at beside the build; another build may have pushed to them since.
+            existing = None if self.options.rebuild else self.check_immutable_tags()
+            if existing is not None:
+                self.console.info(f"{plan.immutable_tag} was pushed by another build of this commit meanwhile.")
+                reused = self.reuse(existing)
+                reused.build_seconds = outcome.seconds
+                return reused
             started = time.monotonic()
             if output is Output.ENGINE:
-                report.digest, report.attempts = self._push_engine(plan.references, outcome.digest)
+                try:
+                    report.digest = self._push_engine(outcome)
+                except _TwinPushedError as twin:
+                    reused = self.reuse(twin.existing)
+                    reused.build_seconds = outcome.seconds
+                    return reused
             else:
-                digest, report.attempts = self.policy.call(
-                    lambda: self.registry.push_layout(layout, plan.references), "push"
-                )
-                report.digest = digest
+                report.digest = self._push_layout(layout, outcome)
             report.push_seconds = time.monotonic() - started
             report.pushed = True
             self.verify(report.digest)
@@ -313,85 +337,156 @@ class BuildJob:
             if plan.load.value:
                 self._load_layout(layout, report.digest or outcome.digest)
         else:
-            local = self.engine.inspect(str(plan.references[0]))
+            local = self.engine.inspect(str(self._own_references()[0]))
             report.size = local.size if local else 0
+        report.attempts = self.policy.most_attempts if plan.push.value else 0
         return report
 
     # --- pushing ---------------------------------------------------------------------------------
-    def _push_engine(self, references: Sequence[Reference], expected: str) -> tuple[str, int]:
-        """Push every reference: the first of each repository through the engine, which uploads the layers;
-        the others by putting that same manifest under their tags, all at once.
+    def _own_references(self) -> list[Reference]:
+        """This commit's immutable reference in each repository: names no build of another commit uses."""
+        return [ref for ref in self.plan.references if ref.tag == self.plan.immutable_tag]
 
-        Several engine pushes of one image to one repository at the same time race inside the engine (an
-        index can be committed before the children another push is still writing); a manifest put cannot.
+    def _push_engine(self, outcome: BuildOutcome) -> str:
+        """Push the image through the engine by its immutable name in each repository, then put that same
+        manifest under the other tags, registry-side.
+
+        Only the immutable name is ever pushed by the engine: a mutable one (``latest``, ``nightly``, a
+        version) can be moved to another build's image by a build running on the same engine between this
+        build's end and its push. What the engine pushed must be what this build made, or the run fails.
         """
         digests: dict[Reference, str] = {}
-        attempts = 0
 
-        def attempt(what: str, operation: Callable[[], T]) -> T:
-            nonlocal attempts
-            result, used = self.policy.call(operation, what)
-            attempts = max(attempts, used)
-            return result
+        def push_repository(ref: Reference) -> None:
+            digest, _ = self.policy.call(partial(self.engine.push, ref, self.policy.timeout_seconds), f"push {ref}")
+            self._check_built(ref, digest, outcome)
+            digests[ref] = digest
+            self.console.info(f"Pushed {ref} ({digest})")
 
-        def push_repository(refs: list[Reference]) -> None:
-            first = refs[0]
-            digest = attempt(f"push {first}", partial(self.engine.push, first, self.policy.timeout_seconds))
-            digests[first] = digest
-            self.console.info(f"Pushed {first} ({digest})")
-            if len(refs) == 1:
+        with self.console.group(f"Push: {len(self.plan.references)} reference(s)"):
+            _run_all(push_repository, self._own_references())
+            distinct = set(digests.values())
+            if len(distinct) != 1:
+                listing = ", ".join(f"{ref} → {digest}" for ref, digest in digests.items())
+                raise VerificationError(f"the pushed references got different digests: {listing}")
+            digest = distinct.pop()
+            self._tag_in_registry([ref for ref in self.plan.references if ref not in digests], digest)
+        return digest
+
+    def _check_built(self, ref: Reference, pushed: str, outcome: BuildOutcome) -> None:
+        """Fail unless the engine pushed the image this build made (not one another build named the same).
+
+        Only another build of this same commit uses this name. When its image is what was pushed, the tag
+        holds this commit's image all the same, and that image is reported, as if it had been found there.
+        """
+        if self.engine.containerd_store:
+            # The containerd store pushes the very manifest (or index) the build wrote.
+            if pushed == outcome.digest:
                 return
-            manifest = attempt(f"read {first}", partial(self.registry.get_manifest, first.image, digest))
-            if manifest is None:
-                raise VerificationError(f"{first.image.with_digest(digest)} is missing right after its push.")
-
-            def tag(ref: Reference) -> None:
-                digests[ref] = attempt(f"tag {ref}", partial(self.registry.put_manifest, ref.image, ref.tag, manifest))
-                self.console.info(f"Tagged {ref}")
-
-            _run_all(tag, refs[1:])
-
-        by_repository: dict[ImageName, list[Reference]] = {}
-        for ref in references:
-            by_repository.setdefault(ref.image, []).append(ref)
-        with self.console.group(f"Push: {len(references)} reference(s)"):
-            _run_all(push_repository, list(by_repository.values()))
-        distinct = set(digests.values())
-        if len(distinct) != 1:
-            listing = ", ".join(f"{ref} → {digest}" for ref, digest in digests.items())
-            raise VerificationError(f"the pushed references got different digests: {listing}")
-        pushed = distinct.pop()
-        if pushed != expected and self.engine.containerd_store:
-            # The containerd store pushes the very manifest it built; the classic store makes a new one
-            # at push time, so only there is a different digest expected.
-            self.console.warning(f"the engine pushed {pushed}, the build reported {expected}")
-        return pushed, attempts
-
-    def _pull(self, image: ImageName, digest: str) -> int:
-        _, attempts = self.policy.call(
-            lambda: self.engine.pull(image, digest, self.policy.timeout_seconds), f"pull {image}@{digest}"
+        else:
+            # The classic store writes a new manifest at push time; its config is the image the build made.
+            manifest, _ = self.policy.call(partial(self.registry.get_manifest, ref.image, pushed), f"read {ref}")
+            config = manifest.json().get("config") if manifest is not None else None
+            if isinstance(config, dict) and config.get("digest") == (outcome.imageid or outcome.digest):
+                return
+        labels = self._labels_of(ref, pushed)
+        if commit_of(self.plan.subject, labels, self.keys) == self.plan.subject.sha:
+            self.console.warning(
+                f"another build of {self.plan.subject.sha[:12]} named its image {ref} on this engine at the same "
+                f"time, and the engine pushed that one ({pushed}); it is reported in place of this build's."
+            )
+            raise _TwinPushedError(Existing(pushed, labels))
+        raise VerificationError(
+            f"the engine pushed {pushed} as {ref}, which is not the image this build made ({outcome.digest}) "
+            "nor another build of this commit: something else named an image "
+            f"{ref} on this engine in between. Nothing else was tagged."
         )
-        return attempts
+
+    def _push_layout(self, layout: Path, outcome: BuildOutcome) -> str:
+        """Push the build's own OCI layout (a directory no other build writes), immutable tags first."""
+        ordered = [*self._own_references(), *(r for r in self.plan.references if r.tag != self.plan.immutable_tag)]
+        digest, _ = self.policy.call(lambda: self.registry.push_layout(layout, ordered), "push")
+        if outcome.digest and digest != outcome.digest:
+            raise VerificationError(f"the layout holds {digest}, but the build reported {outcome.digest}.")
+        return digest
+
+    def _tag_in_registry(self, references: Sequence[Reference], digest: str) -> None:
+        """Put the manifest of ``digest`` under each reference; the image is already in each repository."""
+        manifests: dict[ImageName, Manifest] = {}
+        for ref in references:
+            if ref.image not in manifests:
+                manifest, _ = self.policy.call(
+                    partial(self.registry.get_manifest, ref.image, digest), f"read {ref.image.with_digest(digest)}"
+                )
+                if manifest is None:
+                    raise VerificationError(f"{ref.image.with_digest(digest)} is missing from the registry.")
+                manifests[ref.image] = manifest
+
+        def tag(ref: Reference) -> None:
+            stored, _ = self.policy.call(
+                partial(self.registry.put_manifest, ref.image, ref.tag, manifests[ref.image]), f"tag {ref}"
+            )
+            if stored != digest:
+                raise VerificationError(f"{ref.image.registry} stored {ref} as {stored}, not {digest}.")
+            self.console.info(f"Tagged {ref}")
+
+        _run_all(tag, references)
+
+    def _pull(self, image: ImageName, digest: str) -> None:
+        self.policy.call(lambda: self.engine.pull(image, digest, self.policy.timeout_seconds), f"pull {image}@{digest}")
 
     def _resolve(self, ref: Reference) -> str | None:
         digest, _ = self.policy.call(lambda: self.registry.resolve(ref.image, ref.tag), f"look up {ref}")
         return digest
 
     def verify(self, digest: str) -> None:
-        """Every tag of every image must resolve, in the registry itself, to the digest reported."""
+        """Every tag of every image must resolve, in the registry itself, to the digest reported.
+
+        A mutable tag that another build of a newer push moved on meanwhile is reported, not failed: it is
+        expected to move. An immutable tag that does not serve the digest fails the run.
+        """
         found: dict[Reference, str | None] = {}
 
         def look(ref: Reference) -> None:
             found[ref] = self._resolve(ref)
 
         _run_all(look, self.plan.references)
-        wrong = [f"{ref} → {found[ref] or 'missing'}" for ref in self.plan.references if found[ref] != digest]
+        immutable = set(self.plan.immutable_references)
+        wrong = []
+        for ref in self.plan.references:
+            held = found[ref]
+            if held == digest:
+                continue
+            if held is not None and ref not in immutable and self._moved_by_another_commit(ref, held):
+                self.console.warning(f"{ref} was moved on to {held}, another commit's image, by a build since.")
+                continue
+            wrong.append(f"{ref} → {held or 'missing'}")
         if wrong:
             raise VerificationError(
                 f"the registry does not serve {digest} under every tag: {'; '.join(wrong)}. "
                 "Another job may have pushed to the same tags at the same time."
             )
         self.console.info(f"Verified in the registry: {len(self.plan.references)} reference(s) → {digest}")
+
+    def _moved_by_another_commit(self, ref: Reference, held: str) -> bool:
+        built_from = commit_of(self.plan.subject, self._labels_of(ref, held), self.keys)
+        return bool(built_from) and built_from != self.plan.subject.sha
+
+    def _labels_of(self, ref: Reference, digest: str) -> dict[str, str]:
+        """The labels of the image a tag was just found to hold.
+
+        A tag another job is pushing right now can resolve before its image reads whole; that is retried
+        as a transient fault rather than taken for an image without labels.
+        """
+
+        def read() -> dict[str, str]:
+            labels = self.registry.labels(ref.image, digest)
+            if labels is None:
+                raise RegistryError(f"{ref} points to {digest}, which cannot be read (yet)", transient=True)
+            return labels
+
+        labels, _ = self.policy.call(read, f"read labels of {ref}")
+        return labels
 
     # --- local copies ----------------------------------------------------------------------------
     def _load_layout(self, layout: Path, digest: str) -> None:

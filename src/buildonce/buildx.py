@@ -25,7 +25,7 @@ from buildonce.dockerconfig import docker_config_dir, recorded_driver
 from buildonce.errors import BuildError, EngineError, InputError
 from buildonce.options import BuildOptions, Login
 from buildonce.plan import Plan
-from buildonce.references import ImageName, Reference
+from buildonce.references import Reference
 from buildonce.workflow import Console
 
 SECRET_ENV_PREFIX = "BUILDONCE_SECRET_"  # noqa: S105 - a variable name, not a secret
@@ -168,15 +168,13 @@ def _local_names(plan: Plan, output: Output) -> list[Reference]:
     """The names the build gives the image.
 
     Into the engine, each name is another image record to write and unpack. Unless the image is to be
-    loaded (for use or for the artifact, which saves every tag), the first tag of each repository is
-    enough: the engine pushes that one, and the others are added in the registry.
+    loaded (for use or for the artifact, which saves every tag), the immutable tag of each repository is
+    enough: the engine pushes that one, and the others are added in the registry. Only that name is ever
+    pushed, since no build of another commit uses it.
     """
     if output is Output.LAYOUT or plan.load.value:
         return list(plan.references)
-    first: dict[ImageName, Reference] = {}
-    for ref in plan.references:
-        first.setdefault(ref.image, ref)
-    return list(first.values())
+    return [ref for ref in plan.references if ref.tag == plan.immutable_tag]
 
 
 def _optional(flag: str, value: str) -> list[str]:
@@ -290,9 +288,15 @@ def run_build(
     if code != 0:
         errors = [line for line in tail if "ERROR" in line or "error:" in line.lower()]
         reason = errors[-1].strip() if errors else (tail[-1].strip() if tail else "no output")
+        hint = ""
+        if 'image "' in reason and "already exists" in reason:
+            hint = (
+                " Another build on this engine gave its image the same name at the same moment, which the "
+                "engine cannot do twice at once; run the job again."
+            )
         raise BuildError(
             f"docker buildx build failed (exit {code}): {reason}. The full log is in the 'Build' group above. "
-            "Nothing was pushed."
+            f"Nothing was pushed.{hint}"
         )
     try:
         metadata: dict[str, Any] = json.loads(metadata_file.read_text())

@@ -602,7 +602,8 @@ class Registry:
             raise self._error(f"{name} has no image for {platform or 'any platform'} (it has: {listed}).")
         child = self.get_manifest(image, entry["digest"])
         if child is None:
-            raise self._error(f"{name} lists {entry['digest']}, which {image.registry} does not have.")
+            # Transient: an image another job is pushing right now can list a child it has not written yet.
+            raise self._error(f"{name} lists {entry['digest']}, which {image.registry} does not have.", transient=True)
         return self._manifest_json(child, image, reference)
 
     def _get_blob(self, image: ImageName, digest: str, reference: str) -> bytes:

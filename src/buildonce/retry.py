@@ -7,6 +7,7 @@ connections and timeouts; anything else fails at once with the message of the er
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
     jitter: Callable[[], float] = random.random
     on_retry: Callable[[str], None] = field(default=lambda message: None)
+    most_attempts: int = field(default=0, init=False)
+    """The most attempts any one operation has needed so far, look-ups included: the ``attempts`` output."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def wait_before(self, retry_number: int, error: BaseException | None) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry).
@@ -81,6 +85,8 @@ class RetryPolicy:
         def counted() -> T:
             nonlocal attempts
             attempts += 1
+            with self._lock:  # operations run in several threads at once
+                self.most_attempts = max(self.most_attempts, attempts)
             return operation()
 
         try:

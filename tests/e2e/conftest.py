@@ -15,7 +15,7 @@ import base_images
 import pytest
 from base_images import BUSYBOX_IMAGE
 from faultproxy import FaultProxy
-from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
+from registry_server import SESSION_ADDRESSES, TEST_PASSWORD, TEST_USER, RegistryServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -69,10 +69,14 @@ def _loopback_images() -> set[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _forget_pushed_images() -> Iterator[None]:
-    """Untag what this session pushed to its throwaway registries, so repeated runs keep the engine lean."""
+    """Untag what this session pushed to its throwaway registries, so repeated runs keep the engine lean.
+
+    Only names of this session's own registries: another suite may be running on the same engine.
+    """
     before = _loopback_images()
     yield
-    leftover = sorted(_loopback_images() - before)
+    ours = tuple(f"{address}/" for address in SESSION_ADDRESSES)
+    leftover = sorted(name for name in _loopback_images() - before if name.startswith(ours))
     for start in range(0, len(leftover), 200):
         subprocess.run(
             ["docker", "image", "rm", "-f", *leftover[start : start + 200]], capture_output=True, check=False
@@ -95,6 +99,7 @@ def auth_registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def fault_proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
     """A fault-injecting proxy in front of the session registry; push to ``fault_proxy.address``."""
     with FaultProxy(registry.address) as proxy:
+        SESSION_ADDRESSES.add(proxy.address)
         yield proxy
 
 

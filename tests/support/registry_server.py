@@ -44,6 +44,10 @@ def _htpasswd_line(user: str, password: str) -> str:
     return result.stdout.strip() + "\n"
 
 
+SESSION_ADDRESSES: set[str] = set()
+"""Every address a registry (or a proxy in front of one) of this test process has listened on."""
+
+
 class RegistryServer:
     def __init__(
         self,
@@ -88,6 +92,7 @@ class RegistryServer:
         return config
 
     def start(self) -> RegistryServer:
+        SESSION_ADDRESSES.add(self.address)
         config = self._config()
         with (self.root / "registry.log").open("ab") as log:
             self.process = subprocess.Popen([registry_binary(), "serve", str(config)], stdout=log, stderr=log)
