@@ -287,3 +287,41 @@ def test_reused_image_outputs_its_own_labels(registry: RegistryServer, tmp_path:
     served = config["config"]["Labels"]
     assert json.loads(second.outputs["json"])["labels"] == served
     assert f"org.opencontainers.image.created={served['org.opencontainers.image.created']}" in second.outputs["labels"]
+
+
+def test_release_tag_on_a_multi_platform_image_adds_tags_in_the_registry(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """A tag push job runs on a fresh runner whose engine never held the image: adding tags to an image
+    already in the registry must not go through the engine, which would fetch only its own platform."""
+    repo = unique("retag")
+    images = f"{registry.address}/{repo}"
+    tag_push = payload("push-tag-semver")
+    sha = tag_push["after"]
+    main = payload("push-default")
+    main["after"] = main["head_commit"]["id"] = sha
+    inputs = {"platforms": "linux/amd64,linux/arm64"}
+    first = build(
+        scratch_context(tmp_path / "a"),
+        "push-default",
+        images=images,
+        inputs=inputs,
+        data=main,
+        env={"GITHUB_SHA": sha},
+    )
+    assert first.code == 0, first.log
+    digest = first.outputs["digest"]
+    # As on a new runner: the engine holds no part of the image.
+    names = [f"{images}:{tag}" for tag in ("latest", f"sha-{sha[:7]}")]
+    subprocess.run(["docker", "image", "rm", "-f", *names], capture_output=True, check=False)
+    second = build(scratch_context(tmp_path / "b"), "push-tag-semver", images=images, inputs=inputs)
+    assert second.code == 0, second.log
+    assert second.outputs["reused"] == "true"
+    assert second.outputs["digest"] == digest
+    assert "Pushed " not in second.log
+    assert_served(registry, repo, ["1", "1.2", "1.2.3", f"sha-{sha[:7]}"], digest)
+    assert registry_api.platforms(registry.address, repo, "1.2.3") == ["linux/amd64", "linux/arm64"]
+    assert (
+        subprocess.run(["docker", "image", "inspect", f"{images}:1.2.3"], check=False, capture_output=True).returncode
+        != 0
+    )

@@ -185,3 +185,14 @@ def test_login_inputs_push_to_a_registry_that_requires_them(
     wrong, _ = build(context, image, {"registry": auth_registry.address, "username": TEST_USER, "password": "nope-x"})
     assert wrong.code == 1
     assert "login to" in wrong.errors()[0]
+
+
+def test_attempts_counts_retried_look_ups_too(fault_proxy: FaultProxy, busybox_image: str, tmp_path: Path) -> None:
+    repo = unique("lookup")
+    # The immutable tag's look-up, beside the build: two server errors, then its answer.
+    fault_proxy.add_rule(Status(500), method="HEAD", path=r"/manifests/feature-", times=2)
+    run, nonce = build(run_step_context(tmp_path, busybox_image), f"{fault_proxy.address}/{repo}")
+    assert run.code == 0, run.log
+    assert fault_proxy.count("HEAD", r"/manifests/feature-", "status:500") == 2
+    assert run.outputs["attempts"] == "3"
+    assert_built_once(run, nonce)
