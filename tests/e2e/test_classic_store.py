@@ -20,6 +20,7 @@ import registry_api
 from action_run import run_on_fixture
 from build_contexts import scratch_context, unique
 from events import runner_env
+from races import build_all, check_round, commit
 from registry_server import RegistryServer
 
 DEV_DOCKERD = Path("/var/lib/buildonce-dev/tools/root/usr/sbin/dockerd")
@@ -132,3 +133,15 @@ def test_multi_platform_on_the_classic_store_is_refused_before_building(
     assert "::group::Build" not in log
     assert registry_api.tags(registry.address, repo) == []
     assert outputs == {}
+
+
+def test_builds_of_different_commits_at_once_keep_their_own_images(
+    classic_engine: str, registry: RegistryServer, tmp_path: Path
+) -> None:
+    repository = unique("classic-race")
+    for round_ in range(2):
+        shas = [commit(0x80 + round_, index) for index in range(3)]
+        runs = build_all(
+            tmp_path, f"{registry.address}/{repository}", shas, {"load": "false"}, {"DOCKER_HOST": classic_engine}
+        )
+        assert len(check_round(registry, repository, shas, runs)) == len(shas)
