@@ -134,7 +134,10 @@ class Engine:
     @functools.cached_property
     def platform(self) -> str:
         """The engine's own ``os/arch``, as Go names them: the image of an index it runs."""
-        version = self.client.version()
+        try:
+            version = self.client.version()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"cannot ask the Docker engine for its platform ({exc})") from None
         return f"{version.get('Os') or 'linux'}/{version.get('Arch') or 'amd64'}"
 
     def login(self, login: Login) -> None:

@@ -277,7 +277,7 @@ def why_not_pinned(contents: TarContents, held: HeldImage, pin: str, platform: s
 
 def describe_held(contents: TarContents, held: HeldImage, platform: str) -> str:
     """``name (digest)``, with the registry digest it was pushed as when the tar proves one."""
-    pushed = proven_digests(contents, held, platform)
+    pushed = [digest for digest in proven_digests(contents, held, platform) if digest != held.identity]
     return f"{held.name} ({held.identity}" + (f", pushed as {', '.join(pushed)})" if pushed else ")")
 
 

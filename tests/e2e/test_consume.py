@@ -449,3 +449,24 @@ def test_a_tampered_tar_with_a_matching_checksum_is_refused_by_the_pin(tmp_path:
     (error,) = run.errors()
     assert f"does not hold {image}@{pinned}" in error
     assert "config" in error
+
+
+@pytest.mark.parametrize("pin", [False, True])
+def test_a_tar_without_an_oci_index_is_checked_by_the_engines_view_of_it(
+    tmp_path: Path, engine: None, pin: bool
+) -> None:
+    image, built = built_then_registry_gone(tmp_path, "no-index")
+    artifact = Path(built.outputs["artifact-path"])
+    # As Docker before 25 saved: manifest.json alone. The containerd store then makes a manifest of its
+    # own, so the loaded image's id cannot be known in advance; its config must match instead.
+    rewrite_tar(artifact, lambda members: {k: v for k, v in members.items() if k not in ("index.json", "oci-layout")})
+    tag = f"{image}:pr-123-abc1234"
+    pull_request_build(tmp_path / "other", image, OTHER_HEAD, "other commit", {"push": "false", "artifact": "false"})
+    inputs = {"image": image, "source": "artifact", "artifact-path": str(artifact)}
+    if pin:
+        inputs["digest"] = built.outputs["digest"]
+    run = consume(tmp_path / "downstream", "workflow-run-pr", inputs)
+    assert run.code == 0, run.log
+    assert local_id(tag) not in (built.outputs["digest"], "")
+    assert run.outputs["digest"] == (built.outputs["digest"] if pin else local_id(tag))
+    assert local_labels(tag)["dev.buildonce.pr.head-sha"] == HEAD
