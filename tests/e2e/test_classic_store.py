@@ -215,3 +215,32 @@ def test_a_classic_tar_without_the_pushed_manifest_cannot_prove_a_pin(
     plain = run_on_fixture("consume", tmp_path / "plain", "push-default", inputs, env={"DOCKER_HOST": classic_engine})
     assert plain.code == 0, plain.log
     assert plain.outputs["digest"] == built["imageid"] == image_id(reference, classic_engine)
+
+
+def test_a_pinned_index_from_a_containerd_stores_artifact_loads_into_the_classic_store(
+    classic_engine: str, registry: RegistryServer, tmp_path: Path
+) -> None:
+    image = f"{registry.address}/{unique('containerd-to-classic')}"
+    scratch_context(tmp_path / "build", "from the containerd store")
+    inputs = {"images": image, "retry-wait-seconds": "0.2", "artifact": "true"}
+    built = run_on_fixture("build", tmp_path / "build", "push-default", inputs)
+    assert built.code == 0, built.log
+    pinned = built.outputs["digest"]
+    (config,) = registry_api.configs(registry.address, repo_of(image), pinned)
+    run = consume_pinned(tmp_path / "consume", image, pinned, built.outputs["artifact-path"], classic_engine)
+    assert run.code == 0, run.log
+    assert run.outputs["digest"] == pinned
+    # The classic store loads the platform image's config from the tar's manifest.json, named by its digest.
+    argv = ["docker", "-H", classic_engine, "image", "inspect", "--format", "{{json .Config.Labels}}"]
+    loaded = subprocess.run(
+        [*argv, run.outputs["image"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(loaded.stdout) == config["config"]["Labels"]
+    assert image_id(run.outputs["image"], classic_engine) != pinned
+
+
+def repo_of(image: str) -> str:
+    return image.split("/", 1)[1]
