@@ -409,8 +409,9 @@ class BuildJob:
         manifests: list[bytes] = []
         if self.plan.push.value:
             # The tar of the classic store holds the config but no registry manifest: the pushed one goes in,
-            # in its exact bytes, so that consume can prove a pinned digest from the artifact alone.
-            first = self.plan.references[0]
+            # in its exact bytes, so that consume can prove a pinned digest from the artifact alone. It is read
+            # by the immutable tag, which no other commit's build can move as it could a shared one.
+            first = (*self.plan.immutable_references, *self.plan.references)[0]
             manifests = pushed_manifests(
                 lambda ref: self.policy.call(
                     partial(self.registry.get_manifest, first.image, ref), f"read the manifest {ref} of {first.image}"
