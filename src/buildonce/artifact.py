@@ -2,29 +2,43 @@
 
 Saving streams ``docker save`` through an optional compressor to disk in fixed-size chunks, hashing as it
 goes, so memory stays flat whatever the image size. A ``.sha256`` file in ``sha256sum`` format sits beside
-the tar. Loading checks that checksum first and decompresses on the fly.
+the tar. In front of docker's own files the tar carries the manifests the registry serves for the image,
+in their exact bytes (see ``buildonce.tarimage``): the tar is then all a consumer needs to prove a pinned
+digest, whatever image store saved it, and nothing extra has to travel beside it. Engines load nothing
+from those members. Loading checks the checksum first and decompresses on the fly; the tar's own JSON
+files are read before it is loaded, so that what it holds is known without asking the engine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
+import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import zstandard
 
 from buildonce.errors import ArtifactError
 from buildonce.options import Compression
+from buildonce.tarimage import PROOF_DIRECTORY, TarContents, member_path, parse_json, sha256_digest
+
+if TYPE_CHECKING:
+    from buildonce.registry import Manifest
 
 CHUNK_SIZE = 1 << 20
 SUFFIXES = {Compression.NONE: ".tar", Compression.GZIP: ".tar.gz", Compression.ZSTD: ".tar.zst"}
 GZIP_LEVEL = 1
 """Fast rather than small: the artifact lives a day and upload-artifact zips it again."""
 ZSTD_LEVEL = 3
+MAX_JSON_MEMBER = 4 << 20
+"""Manifests, configs and indexes are kilobytes; a bigger member is a layer, never read into memory."""
+MAX_JSON_TOTAL = 64 << 20
+MAX_PROOF_CHILDREN = 32
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -67,8 +81,11 @@ def _compressor(compression: Compression) -> tuple[Callable[[bytes], bytes], Cal
     return (lambda chunk: chunk), (lambda: b"")
 
 
-def write_artifact(chunks: Iterable[bytes], directory: Path, name: str, compression: Compression) -> Artifact:
-    """Write the stream to ``directory/name.tar[.gz|.zst]`` and its checksum beside it."""
+def write_artifact(
+    chunks: Iterable[bytes], directory: Path, name: str, compression: Compression, manifests: Iterable[bytes] = ()
+) -> Artifact:
+    """Write the stream to ``directory/name.tar[.gz|.zst]`` and its checksum beside it, with ``manifests``
+    (the registry's, in their exact bytes) as tar members in front of it."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}{SUFFIXES[compression]}"
     partial = path.with_name(path.name + ".partial")
@@ -77,7 +94,8 @@ def write_artifact(chunks: Iterable[bytes], directory: Path, name: str, compress
     size = 0
     try:
         with partial.open("wb") as handle:
-            for chunk in itertools.chain(map(compress, chunks), _lazy(flush)):
+            stream = itertools.chain([proof_members(manifests)], chunks)
+            for chunk in itertools.chain(map(compress, stream), _lazy(flush)):
                 if chunk:
                     handle.write(chunk)
                     digest.update(chunk)
@@ -152,3 +170,83 @@ def read_image_tar(path: Path) -> Iterator[bytes]:
             raise ArtifactError(f"the artifact {path} is not a valid {kind} stream ({exc}).") from None
         if not decompressor.eof:
             raise ArtifactError(f"the artifact {path} is a truncated {kind} stream.")
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over a stream of byte chunks, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._chunk = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._chunk:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._chunk = memoryview(chunk)
+        size = min(len(buffer), len(self._chunk))
+        buffer[:size] = self._chunk[:size]
+        self._chunk = self._chunk[size:]
+        return size
+
+
+def scan_image_tar(path: Path) -> TarContents:
+    """The tar's small JSON files (manifest.json, index.json, manifests, configs), read in one pass with
+    memory bounded by ``MAX_JSON_TOTAL``; layers are skipped over."""
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        with tarfile.open(fileobj=_ChunkReader(read_image_tar(path)), mode="r|") as archive:
+            for member in archive:
+                if not member.isreg() or member.size > MAX_JSON_MEMBER:
+                    continue
+                handle = archive.extractfile(member)
+                data = handle.read() if handle else b""
+                if data[:1] not in (b"{", b"["):
+                    continue
+                total += len(data)
+                if total > MAX_JSON_TOTAL:
+                    raise ArtifactError(
+                        f"the artifact {path} holds more than {MAX_JSON_TOTAL >> 20} MiB of JSON files; "
+                        "it is not an image tar written by docker save."
+                    )
+                files[member_path(member.name)] = data
+    except tarfile.TarError as exc:
+        raise ArtifactError(f"the artifact {path} is not a readable tar archive ({exc}).") from None
+    return TarContents(files)
+
+
+def pushed_manifests(fetch: Callable[[str], Manifest | None], reference: str) -> list[bytes]:
+    """The exact bytes the registry serves for ``reference`` and, for an index, for each of its images."""
+    top = fetch(reference)
+    if top is None:
+        return []
+    found = [top.raw]
+    document = parse_json(top.raw, f"the manifest of {reference}")
+    entries = document.get("manifests") if isinstance(document, dict) else None
+    if isinstance(entries, list):
+        from buildonce.registry import is_attestation
+
+        children = [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)]
+        for entry in [e for e in children if not is_attestation(e)][:MAX_PROOF_CHILDREN]:
+            child = fetch(entry["digest"])
+            if child is not None:
+                found.append(child.raw)
+    return found
+
+
+def proof_members(manifests: Iterable[bytes]) -> bytes:
+    """Tar members holding each manifest under ``PROOF_DIRECTORY``, named by its digest, to go in front of
+    docker save's stream (a tar is its members one after the other; docker's own end the archive)."""
+    out = bytearray()
+    for raw in manifests:
+        info = tarfile.TarInfo(f"{PROOF_DIRECTORY}/{sha256_digest(raw).removeprefix('sha256:')}")
+        info.size = len(raw)
+        info.mode = 0o444
+        out += info.tobuf(format=tarfile.USTAR_FORMAT)
+        out += raw + b"\0" * (-len(raw) % tarfile.BLOCKSIZE)
+    return bytes(out)

@@ -498,15 +498,28 @@ class BuildJob:
             self.console.info(f"Loaded {source} as {len(self.plan.references)} reference(s)")
 
     def save_artifact(self, directory: Path) -> Artifact:
-        from buildonce.artifact import write_artifact  # zstandard's import is paid only by builds that save
+        from buildonce.artifact import pushed_manifests, write_artifact  # zstandard's import: only builds that save
 
         names = [str(ref) for ref in self.plan.references]
+        manifests: list[bytes] = []
+        if self.plan.push.value:
+            # The tar of the classic store holds the config but no registry manifest: the pushed one goes in,
+            # in its exact bytes, so that consume can prove a pinned digest from the artifact alone. It is read
+            # by the immutable tag, which no other commit's build can move as it could a shared one.
+            first = (*self.plan.immutable_references, *self.plan.references)[0]
+            manifests = pushed_manifests(
+                lambda ref: self.policy.call(
+                    partial(self.registry.get_manifest, first.image, ref), f"read the manifest {ref} of {first.image}"
+                )[0],
+                first.tag,
+            )
         with self.console.group("Artifact: docker save"):
             return write_artifact(
                 self.engine.save(names, SAVE_CHUNK),
                 directory,
                 self.plan.artifact_name,
                 self.options.compression,
+                manifests=manifests,
             )
 
 

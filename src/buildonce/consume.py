@@ -7,13 +7,13 @@ commit the job is meant to test, else a stale or re-pushed tag would be tested i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildonce.artifact import read_image_tar
+from buildonce.artifact import read_image_tar, scan_image_tar
 from buildonce.artifact import verify as verify_artifact
 from buildonce.context import Context
 from buildonce.dockerconfig import docker_config_dir
@@ -25,6 +25,7 @@ from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_ima
 from buildonce.registry import Credentials, Registry
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
+from buildonce.tarimage import HeldImage, TarContents, describe_held, held_images, loaded_matches, pick, why_not_pinned
 from buildonce.workflow import Console
 
 if TYPE_CHECKING:
@@ -157,30 +158,54 @@ class Consumer:
         return Consumed(image=reference, digest=digest, source="registry", tag=tag)
 
     def from_artifact(self, target: Target, path: Path) -> Consumed:
-        """Check the tar's checksum, load it, and check the loaded image's commit."""
+        """Check the tar's checksum, read from its own files which image it holds and, with a pinned digest,
+        that it is that digest; check its commit; load it; then check that the engine's name now points at
+        exactly that image. Nothing the engine held before is ever taken for the tar's image."""
         verify_artifact(path)
-        with self.console.group(f"Load {path.name}"):
-            loaded = self.engine.load(read_image_tar(path))
-        names = [target.image.with_tag(tag) for tag in target.candidates]
-        if target.digest:
-            names.insert(0, target.image.with_digest(target.digest))
-        # The tags the build planned first; else any image of this repository in the tar (a fork's PR,
-        # whose number the triggering run did not name). Freshness is checked on whichever is found.
-        same_repository = [name for name in loaded if split_tag(name.split("@", 1)[0])[0] == target.image.name]
-        found = next(
-            ((name, image) for name in [*names, *same_repository] if (image := self.engine.inspect(name))), None
-        )
-        if found is None:
+        contents = scan_image_tar(path)
+        containerd, platform = self.engine.containerd_store, self.engine.platform
+        held = pick(held_images(contents, target.image, containerd=containerd, platform=platform), target.candidates)
+        if not held:
             raise ArtifactError(
-                f"the artifact {path} loaded {', '.join(loaded) or 'nothing'}, which is not "
-                f"{' or '.join(names) or target.image.name}. Was it saved by the build of this image?"
+                f"the artifact {path} holds no tagged image of {target.image}. Was it saved by the build of this image?"
             )
-        name, image = found
+        chosen = held[0]
+        if target.digest:
+            chosen = self._pinned(contents, held, target, path, platform)
+        elif target.candidates and chosen.tag not in target.candidates:
+            # The tags the build planned first; else any image of this repository in the tar (a fork's PR,
+            # whose number the triggering run did not name).
+            self.console.info(f"{path} holds none of {', '.join(target.candidates)}; taking {chosen.name}")
+        name = target.image.with_tag(chosen.tag)
         if self.check and target.sha:
-            check_fresh(name, image.labels, target.sha, self.keys)
-        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] and "@" not in name else ""
-        self.console.info(f"Loaded {name} ({image.id}) from {path}")
-        return Consumed(image=name, digest=image.id, source="artifact", tag=tag)
+            check_fresh(name, chosen.labels, target.sha, self.keys)
+        with self.console.group(f"Load {path.name}"):
+            self.engine.load(read_image_tar(path))
+        local = self.engine.inspect(name)
+        if local is None or not loaded_matches(chosen, local.id, local.facts):
+            now = local.id if local else "nothing"
+            raise ArtifactError(
+                f"after loading {path}, the engine's {name} is {now}, not the image the tar holds "
+                f"({chosen.identity}): another job on this engine may have tagged it at the same time. Re-run the job."
+            )
+        self.console.info(f"Loaded {name} ({local.id}) from {path}")
+        return Consumed(image=name, digest=target.digest or local.id, source="artifact", tag=chosen.tag)
+
+    def _pinned(
+        self, contents: TarContents, held: Sequence[HeldImage], target: Target, path: Path, platform: str
+    ) -> HeldImage:
+        """The held image the tar proves to be the pinned digest; else one error naming both digests."""
+        reasons = []
+        for image in held:
+            reason = why_not_pinned(contents, image, target.digest, platform)
+            if not reason:
+                return image
+            reasons.append(f"{describe_held(contents, image, platform)}: {reason}")
+        raise ArtifactError(
+            f"the artifact {path} does not hold {target.image.with_digest(target.digest)}: it holds "
+            + "; ".join(reasons)
+            + ". Give the artifact of the build that pushed this digest, or the digest that build reported."
+        )
 
 
 def run_consume(call: Invocation) -> None:

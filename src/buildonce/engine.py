@@ -12,7 +12,7 @@ import functools
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -96,6 +96,9 @@ class LocalImage:
     labels: dict[str, str]
     size: int
     repo_digests: tuple[str, ...]
+    facts: dict[str, Any] = field(default_factory=dict)
+    """The engine's view of the image config (os, architecture, created, diff ids, labels, env, cmd,
+    entrypoint), in the terms of ``buildonce.tarimage.loaded_matches``."""
 
 
 class Engine:
@@ -127,6 +130,15 @@ class Engine:
         """Whether images live in containerd's store, where a multi-platform image can be loaded and pushed."""
         status = self.info().get("DriverStatus") or []
         return any(len(pair) == 2 and pair[1] == "io.containerd.snapshotter.v1" for pair in status)
+
+    @functools.cached_property
+    def platform(self) -> str:
+        """The engine's own ``os/arch``, as Go names them: the image of an index it runs."""
+        try:
+            version = self.client.version()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"cannot ask the Docker engine for its platform ({exc})") from None
+        return f"{version.get('Os') or 'linux'}/{version.get('Arch') or 'amd64'}"
 
     def login(self, login: Login) -> None:
         """Check the credentials with the registry now, so that a wrong password fails before the build."""
@@ -211,11 +223,23 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"inspecting {reference}: {exc.explanation or exc}") from None
         config = data.get("Config") or {}
+        rootfs = data.get("RootFS") or {}
+        facts = {
+            "os": data.get("Os") or "",
+            "architecture": data.get("Architecture") or "",
+            "created": data.get("Created") or "",
+            "diff_ids": list(rootfs.get("Layers") or []),
+            "labels": dict(config.get("Labels") or {}),
+            "env": list(config.get("Env") or []),
+            "cmd": list(config.get("Cmd") or []),
+            "entrypoint": list(config.get("Entrypoint") or []),
+        }
         return LocalImage(
             id=str(data.get("Id", "")),
             labels=dict(config.get("Labels") or {}),
             size=int(data.get("Size") or 0),
             repo_digests=tuple(data.get("RepoDigests") or ()),
+            facts=facts,
         )
 
     def tag(self, source: str, reference: Reference) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
 import subprocess
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +266,207 @@ def test_verify_falls_back_to_the_local_engine(registry: RegistryServer, tmp_pat
     missing = consume(tmp_path / "m", "pull-request", {"image": f"{image}:nope", "sha": head}, command="verify")
     assert missing.code == 1
     assert "neither in the registry nor in the local engine" in missing.errors()[0]
+
+
+# --- the artifact holds what consume hands out, and a pinned digest is that digest ------------------------
+
+HEAD = "abc1234" + "a" * 33
+"""The workflow-run-pr fixture's head commit, which the pull-request fixture builds."""
+OTHER_HEAD = "abc1234" + "e" * 33
+"""Another commit with the same 7-character prefix: the same planned tag, pr-123-abc1234."""
+
+
+def pull_request_build(workdir: Path, image: str, head: str, text: str, inputs: dict[str, str] | None = None) -> Run:
+    data = payload("pull-request")
+    data["pull_request"]["head"]["sha"] = head
+    scratch_context(workdir, text)
+    run = run_on_fixture("build", workdir, "pull-request", {"images": image, **FAST, **(inputs or {})}, data=data)
+    assert run.code == 0, run.log
+    return run
+
+
+def two_builds_then_registry_gone(tmp_path: Path, name: str) -> tuple[str, Run, Run]:
+    """Commit HEAD's pull request and a branch push of another commit, both pushed (with their artifacts) to
+    one repository of a registry that is then stopped for good."""
+    server = RegistryServer(tmp_path / "registry").start()
+    image = f"{server.address}/{unique(name)}"
+    try:
+        first = build(scratch_context(tmp_path / "a", "first"), "pull-request", image)
+        second = build(scratch_context(tmp_path / "b", "second"), "push-branch", image)
+    finally:
+        server.stop()
+    assert first.outputs["digest"] != second.outputs["digest"]
+    return image, first, second
+
+
+def local_id(reference: str) -> str:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", reference], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("source", ["auto", "artifact"])
+def test_a_pinned_digest_is_never_served_by_another_builds_artifact(tmp_path: Path, engine: None, source: str) -> None:
+    image, first, second = two_builds_then_registry_gone(tmp_path, f"pin-wrong-{source}")
+    pinned = first.outputs["digest"]
+    run = consume(
+        tmp_path / "downstream",
+        "push-default",
+        {"image": image, "digest": pinned, "source": source, "artifact-path": second.outputs["artifact-path"]},
+    )
+    assert run.code == 1, run.log
+    (error,) = run.errors()
+    assert f"does not hold {image}@{pinned}" in error
+    assert second.outputs["digest"] in error
+    assert run.outputs == {}
+
+
+def test_a_pinned_digest_missing_from_a_live_registry_is_not_taken_from_another_artifact(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    image = f"{registry.address}/{unique('pin-absent')}"
+    other = build(scratch_context(tmp_path / "build"), "push-branch", image)
+    pinned = "sha256:" + "5a" * 32
+    inputs = {"image": image, "digest": pinned, "artifact-path": other.outputs["artifact-path"]}
+    run = consume(tmp_path / "downstream", "push-default", inputs)
+    assert run.code == 1, run.log
+    assert any("using the artifact" in warning for warning in run.warnings())
+    (error,) = run.errors()
+    assert f"carries no manifest that hashes to {pinned}" in error
+    assert other.outputs["digest"] in error
+
+
+@pytest.mark.parametrize("source", ["auto", "artifact"])
+def test_a_pinned_digest_is_served_by_its_own_builds_artifact(tmp_path: Path, engine: None, source: str) -> None:
+    image, first, _ = two_builds_then_registry_gone(tmp_path, f"pin-right-{source}")
+    pinned = first.outputs["digest"]
+    remove_local(f"{image}:pr-123-abc1234")
+    run = consume(
+        tmp_path / "downstream",
+        "push-default",
+        {
+            "image": image,
+            "digest": pinned,
+            "sha": HEAD,
+            "source": source,
+            "artifact-path": first.outputs["artifact-path"],
+        },
+    )
+    assert run.code == 0, run.log
+    assert (run.outputs["source"], run.outputs["digest"]) == ("artifact", pinned)
+    assert run.outputs["image"] == f"{image}:pr-123-abc1234"
+    assert local_id(run.outputs["image"]) == pinned
+    assert local_labels(run.outputs["image"])["dev.buildonce.pr.head-sha"] == HEAD
+
+
+def test_the_artifacts_image_replaces_another_commits_image_the_engine_held(tmp_path: Path, engine: None) -> None:
+    image, built = built_then_registry_gone(tmp_path, "engine-stale")
+    tag = f"{image}:pr-123-abc1234"
+    # The engine now holds another commit's image under the very tag the artifact's image has.
+    pull_request_build(tmp_path / "other", image, OTHER_HEAD, "other commit", {"push": "false", "artifact": "false"})
+    assert local_labels(tag)["dev.buildonce.pr.head-sha"] == OTHER_HEAD
+    run = consume(
+        tmp_path / "downstream",
+        "workflow-run-pr",
+        {"image": image, "source": "artifact", "artifact-path": built.outputs["artifact-path"]},
+    )
+    assert run.code == 0, run.log
+    assert run.outputs["digest"] == built.outputs["digest"] == local_id(tag)
+    assert local_labels(tag)["dev.buildonce.pr.head-sha"] == HEAD
+
+
+@pytest.mark.parametrize("tar_tag", ["same", "other"])
+def test_an_artifact_of_another_commit_is_stale_whatever_the_engine_holds(
+    tmp_path: Path, engine: None, tar_tag: str
+) -> None:
+    image = f"127.0.0.1:5999/{unique('tar-stale')}"
+    if tar_tag == "same":
+        # The tar holds the planned tag, for another commit.
+        stale = pull_request_build(tmp_path / "stale", image, OTHER_HEAD, "stale", {"push": "false"})
+        named = OTHER_HEAD
+    else:
+        # The tar holds another tag of the repository: not the planned one, and another commit.
+        stale = build(scratch_context(tmp_path / "stale", "branch"), "push-branch", image, {"push": "false"})
+        named = runner_env("push-branch")["GITHUB_SHA"]
+    # The engine holds the right commit's image under the planned tag.
+    pull_request_build(tmp_path / "right", image, HEAD, "right", {"push": "false", "artifact": "false"})
+    tag = f"{image}:pr-123-abc1234"
+    right = local_id(tag)
+    run = consume(
+        tmp_path / "downstream",
+        "workflow-run-pr",
+        {"image": image, "source": "artifact", "artifact-path": stale.outputs["artifact-path"]},
+    )
+    assert run.code == 1, run.log
+    (error,) = run.errors()
+    assert named in error
+    assert HEAD in error
+    assert run.outputs == {}
+    # Refused before loading: the engine's image is untouched.
+    assert local_id(tag) == right
+
+
+def rewrite_tar(path: Path, change: Callable[[dict[str, bytes]], dict[str, bytes]]) -> None:
+    """Rewrite an uncompressed artifact's members and its .sha256, as someone who tampers with it would."""
+    with tarfile.open(path) as archive:
+        members = {m.name: archive.extractfile(m).read() for m in archive if m.isreg()}  # type: ignore[union-attr]
+    changed = change(members)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in changed.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    (path.parent / (path.name + ".sha256")).write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+
+
+def test_a_tampered_tar_with_a_matching_checksum_is_refused_by_the_pin(tmp_path: Path, engine: None) -> None:
+    image, built = built_then_registry_gone(tmp_path, "tampered")
+    pinned = built.outputs["digest"]
+
+    def relabel(members: dict[str, bytes]) -> dict[str, bytes]:
+        # Another config (one label changed) under its own digest, named by manifest.json; the pinned
+        # manifest's bytes stay in the tar, and the OCI index that named them goes.
+        (entry,) = json.loads(members["manifest.json"])
+        config = json.loads(members[entry["Config"]])
+        config["config"]["Labels"]["org.opencontainers.image.description"] = "not what was built"
+        raw = json.dumps(config).encode()
+        entry["Config"] = "blobs/sha256/" + hashlib.sha256(raw).hexdigest()
+        kept = {name: data for name, data in members.items() if name not in ("index.json", "oci-layout")}
+        return {**kept, entry["Config"]: raw, "manifest.json": json.dumps([entry]).encode()}
+
+    artifact = Path(built.outputs["artifact-path"])
+    rewrite_tar(artifact, relabel)
+    run = consume(
+        tmp_path / "downstream",
+        "push-default",
+        {"image": image, "digest": pinned, "source": "artifact", "artifact-path": str(artifact)},
+    )
+    assert run.code == 1, run.log
+    (error,) = run.errors()
+    assert f"does not hold {image}@{pinned}" in error
+    assert "config" in error
+
+
+@pytest.mark.parametrize("pin", [False, True])
+def test_a_tar_without_an_oci_index_is_checked_by_the_engines_view_of_it(
+    tmp_path: Path, engine: None, pin: bool
+) -> None:
+    image, built = built_then_registry_gone(tmp_path, "no-index")
+    artifact = Path(built.outputs["artifact-path"])
+    # As Docker before 25 saved: manifest.json alone. The containerd store then makes a manifest of its
+    # own, so the loaded image's id cannot be known in advance; its config must match instead.
+    rewrite_tar(artifact, lambda members: {k: v for k, v in members.items() if k not in ("index.json", "oci-layout")})
+    tag = f"{image}:pr-123-abc1234"
+    pull_request_build(tmp_path / "other", image, OTHER_HEAD, "other commit", {"push": "false", "artifact": "false"})
+    inputs = {"image": image, "source": "artifact", "artifact-path": str(artifact)}
+    if pin:
+        inputs["digest"] = built.outputs["digest"]
+    run = consume(tmp_path / "downstream", "workflow-run-pr", inputs)
+    assert run.code == 0, run.log
+    assert local_id(tag) not in (built.outputs["digest"], "")
+    assert run.outputs["digest"] == (built.outputs["digest"] if pin else local_id(tag))
+    assert local_labels(tag)["dev.buildonce.pr.head-sha"] == HEAD

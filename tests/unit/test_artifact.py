@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import tarfile
 from collections.abc import Iterator
@@ -11,9 +12,19 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from buildonce.artifact import checksum_path, read_image_tar, verify, write_artifact
+from buildonce.artifact import (
+    MAX_JSON_MEMBER,
+    checksum_path,
+    pushed_manifests,
+    read_image_tar,
+    scan_image_tar,
+    verify,
+    write_artifact,
+)
 from buildonce.errors import ArtifactError
 from buildonce.options import Compression
+from buildonce.registry import Manifest
+from buildonce.tarimage import PROOF_DIRECTORY
 
 
 def tar_bytes(size: int = 300_000) -> bytes:
@@ -79,3 +90,81 @@ def test_truncated_compressed_stream_is_an_error(tmp_path: Path, compression: Co
     artifact.path.write_bytes(artifact.path.read_bytes()[: artifact.size // 2])
     with pytest.raises(ArtifactError):
         b"".join(read_image_tar(artifact.path))
+
+
+def image_tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("compression", list(Compression))
+def test_scan_reads_the_json_files_and_the_manifests_put_in_front(tmp_path: Path, compression: Compression) -> None:
+    layer = os.urandom(MAX_JSON_MEMBER + 1)
+    files = {
+        "blobs/sha256/" + "a" * 64: b'{"config": 1}',
+        "./manifest.json": b'[{"Config": "x"}]',
+        "blobs/sha256/" + "b" * 64: layer,
+        "blobs/sha256/" + "c" * 64: b"not json, a small layer",
+    }
+    pushed = [b'{"schemaVersion": 2}', b'{"schemaVersion": 2, "child": true}']
+    artifact = write_artifact(chunks(image_tar(files)), tmp_path, "app", compression, manifests=pushed)
+    contents = scan_image_tar(artifact.path)
+    assert set(contents.files) == {
+        "blobs/sha256/" + "a" * 64,
+        "manifest.json",
+        *(f"{PROOF_DIRECTORY}/{hashlib.sha256(raw).hexdigest()}" for raw in pushed),
+    }
+    assert contents.blob("sha256:" + hashlib.sha256(pushed[1]).hexdigest()) == pushed[1]
+    # The members in front do not hide docker's: every one is still in the stream, in order.
+    with tarfile.open(fileobj=io.BytesIO(b"".join(read_image_tar(artifact.path))), mode="r:") as archive:
+        names = archive.getnames()
+    assert names[2:] == list(files)
+    assert verify(artifact.path) == artifact.sha256
+
+
+def test_scan_bounds_what_it_keeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("buildonce.artifact.MAX_JSON_TOTAL", 100)
+    files = {f"blobs/sha256/{n}": b"{" + b" " * 60 + b"}" for n in range(3)}
+    artifact = write_artifact(chunks(image_tar(files)), tmp_path, "app", Compression.NONE)
+    with pytest.raises(ArtifactError, match="more than"):
+        scan_image_tar(artifact.path)
+
+
+def test_scan_of_something_that_is_not_a_tar_is_an_error(tmp_path: Path) -> None:
+    artifact = write_artifact(chunks(os.urandom(5000)), tmp_path, "app", Compression.GZIP)
+    with pytest.raises(ArtifactError, match="not a readable tar"):
+        scan_image_tar(artifact.path)
+
+
+def test_pushed_manifests_takes_an_index_and_its_images_but_no_attestation() -> None:
+    child = b'{"schemaVersion":2,"config":{"digest":"sha256:' + b"1" * 64 + b'"},"layers":[]}'
+    attestation_digest = "sha256:" + "2" * 64
+    child_digest = "sha256:" + hashlib.sha256(child).hexdigest()
+    top = json.dumps(
+        {
+            "manifests": [
+                {"digest": child_digest, "platform": {"os": "linux", "architecture": "amd64"}},
+                {
+                    "digest": attestation_digest,
+                    "platform": {"os": "unknown", "architecture": "unknown"},
+                    "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+                },
+            ]
+        }
+    ).encode()
+    served = {"t": top, child_digest: child}
+    asked: list[str] = []
+
+    def fetch(reference: str) -> Manifest | None:
+        asked.append(reference)
+        raw = served.get(reference)
+        return Manifest.from_bytes(raw) if raw else None
+
+    assert pushed_manifests(fetch, "t") == [top, child]
+    assert asked == ["t", child_digest]
+    assert pushed_manifests(fetch, "gone") == []
