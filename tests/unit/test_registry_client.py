@@ -5,27 +5,21 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
-import ipaddress
 import json
 import os
 import socket
-import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certificates import self_signed, server_context
 from registry_server import free_port
 
 from buildonce import transport
@@ -887,30 +881,7 @@ def resolver(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], None]:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and registry.test: its file and its key's."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "buildonce test registry")])
-    now = datetime.now(timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName(TEST_NAME)]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    directory = tmp_path_factory.mktemp("tls")
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return directory / "cert.pem", directory / "key.pem"
+    return self_signed(tmp_path_factory.mktemp("tls"), ("127.0.0.1", TEST_NAME))
 
 
 @pytest.fixture
@@ -921,9 +892,7 @@ def serve_tls(
 
     def start(handle: Handle) -> FakeRegistry:
         fake = serve(handle)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*certificate)
-        fake.socket = context.wrap_socket(fake.socket, server_side=True)
+        fake.socket = server_context(*certificate).wrap_socket(fake.socket, server_side=True)
         return fake
 
     return start
