@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import pytest
 import registry_api
+from action_run import run_on_fixture
 from certificates import self_signed, server_context
 from faultproxy import Delay, Down, Drip, Drop, FaultProxy, Hang, Status
 from registry_server import RegistryServer
@@ -584,3 +585,27 @@ def test_plain_http_to_the_tls_proxy_is_reset(tls_proxy: FaultProxy) -> None:
     with pytest.raises(ConnectionError):
         get(tls_proxy.address)
     assert tls_proxy.requests == []
+
+
+def test_timeout_minutes_bounds_a_dripping_registry_in_the_action(
+    proxy: FaultProxy, pushed: tuple[str, str], tmp_path: Path
+) -> None:
+    repository, _ = pushed
+    reference = f"{proxy.address}/{repository}:v1"
+    docker("image", "rm", reference)  # only the registry holds it: verify cannot fall back to the engine
+    rule = proxy.add_rule(Drip(0.05, "body"), method="GET", path="/manifests/", times=None)
+    started = time.monotonic()
+    run = run_on_fixture(
+        "verify",
+        tmp_path / "verify",
+        "push-default",
+        {"image": reference, "sha": "a" * 40, "timeout-minutes": "0.05", "retry-attempts": "1"},
+    )
+    elapsed = time.monotonic() - started
+    assert run.code == 1, run.log
+    (error,) = run.errors()
+    assert "did not answer in full within 3 s" in error
+    assert rule.hits == 1
+    # 3 s for the operation, and the start of Python and a look into the engine; dripped whole, the answer
+    # would take over a minute.
+    assert 3 <= elapsed < 20
