@@ -743,6 +743,7 @@ class Registry:
         with contextlib.ExitStack() as stack:
             if url.startswith("https://") and self._is_insecure(urlsplit(url).netloc):
                 options["verify"] = False  # as Docker, for a registry it treats as insecure
+                options["connect_seconds"] = transport.TLS_HANDSHAKE_SECONDS
                 stack.enter_context(warnings.catch_warnings())
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
             if isinstance(body, Path):
@@ -765,12 +766,14 @@ class Registry:
 
     def _fallback_for(self, url: str, exc: BaseException) -> str | None:
         """The plain-HTTP URL to ask when ``url`` failed as an HTTPS request to a plain-HTTP registry Docker
-        treats as insecure fails: at the TLS level or, with no port named, refused on 443 (a registry on 80)."""
+        treats as insecure fails: at the TLS level (an error, or no handshake in time, as containerd allows) or,
+        with no port named, refused on 443 (a registry on 80)."""
         parts = urlsplit(url)
         if parts.scheme != "https" or not self._is_insecure(parts.netloc):
             return None
         refused = isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
-        if isinstance(exc, requests.exceptions.SSLError) or (refused and transport.split_host(parts.netloc)[1] is None):
+        no_port = transport.split_host(parts.netloc)[1] is None
+        if isinstance(exc, (requests.exceptions.SSLError, requests.Timeout)) or (refused and no_port):
             return parts._replace(scheme="http").geturl()
         return None
 

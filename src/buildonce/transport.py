@@ -42,6 +42,10 @@ _HTTPS_PORT_ANSWERS = ("http request to an https server", "plain http request wa
 
 _TLS_PROBE_SECONDS = 5.0
 
+TLS_HANDSHAKE_SECONDS = 10.0
+"""How long the HTTPS attempt at a registry Docker treats as insecure may take to connect, as containerd's
+TLS handshake timeout: a plain-HTTP server may sit waiting for a request line that a ClientHello never ends."""
+
 
 class DeadlineError(Exception):
     """The request's deadline passed before its answer was complete."""
@@ -170,20 +174,33 @@ def session() -> requests.Session:
     return made
 
 
-def bounded_request(made: requests.Session, method: str, url: str, deadline: float, **kwargs: Any) -> requests.Response:
-    """One whole request (connection, body sent, headers and body read) ended by ``deadline`` (monotonic).
+def bounded_request(
+    made: requests.Session,
+    method: str,
+    url: str,
+    deadline: float,
+    *,
+    connect_seconds: float | None = None,
+    **kwargs: Any,
+) -> requests.Response:
+    """One whole request (connection, body sent, headers and body read) ended by ``deadline`` (monotonic);
+    connecting (with any TLS handshake) takes at most ``connect_seconds`` when given.
 
-    Raises ``DeadlineError`` when the deadline passes first, and what requests raises otherwise.
+    Raises ``DeadlineError`` when the deadline passes first, and what requests raises otherwise (a
+    ``requests.Timeout`` only when connecting took longer than ``connect_seconds``).
     """
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise DeadlineError
+    connect = remaining if connect_seconds is None else min(remaining, connect_seconds)
     with _watching(remaining) as watch:
         try:
             # The socket timeouts cut a silent server at the deadline; the watchdog, one that keeps trickling.
-            response = made.request(method, url, timeout=(remaining, remaining), **kwargs)
+            response = made.request(method, url, timeout=(connect, remaining), **kwargs)
         except requests.Timeout:
-            raise DeadlineError from None
+            if watch.fired or time.monotonic() >= deadline - 0.01 or connect >= remaining:
+                raise DeadlineError from None
+            raise
         except (OSError, urllib3.exceptions.HTTPError) as exc:
             if watch.fired:
                 raise DeadlineError from exc
