@@ -127,7 +127,7 @@ def prepare(
     engine = Engine.connect(env)
     login = options.login
     logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    registry = Registry(logins=logins, docker_config=docker_config_dir(env), timeout=min(300, policy.timeout_seconds))
+    registry = Registry(logins=logins, docker_config=docker_config_dir(env), timeout=policy.timeout_seconds)
     job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
     if login:
         engine.login(login)

@@ -105,7 +105,7 @@ def _policy(retry: RetryOptions, console: Console) -> RetryPolicy:
 
 def _registry(login: Login | None, env: Mapping[str, str], timeout: float) -> Registry:
     logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    return Registry(logins=logins, docker_config=docker_config_dir(env), timeout=min(300, timeout))
+    return Registry(logins=logins, docker_config=docker_config_dir(env), timeout=timeout)
 
 
 @dataclass(frozen=True)

@@ -3,28 +3,33 @@
 Each method makes one attempt and turns any failure into a ``RegistryError`` that says whether it is worth
 trying again; the retry policy lives with the caller (``buildonce.retry``). So that a retry is always safe,
 every operation is idempotent: lookups only read, manifests are PUT whole, and a push skips the blobs the
-registry already has.
+registry already has. Each operation, all its requests and token fetches together, ends by one deadline
+(``timeout`` seconds), however slowly the registry answers.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
+import functools
 import hashlib
-import ipaddress
 import json
 import re
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
+import urllib3
 
+from buildonce import transport
 from buildonce.errors import ArtifactError, RegistryError
 from buildonce.references import DIGEST_PATTERN, DOCKER_HUB, ImageName, Reference
 
@@ -47,6 +52,8 @@ _ATTESTATION = "attestation-manifest"
 _DIGEST_ANY = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))')
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+_OPENSSL_REASON = re.compile(r"\[SSL(?:: [A-Z0-9_]+)?\] ([^(]+?)\s*\(_ssl")
+_TLS_CUT = ("eof", "connection reset", "connection aborted")
 _REASONS = ("Remote end closed connection", "Connection aborted", "Connection reset", "Connection refused")
 
 
@@ -123,24 +130,10 @@ def api_host(registry: str) -> str:
     return DOCKER_HUB_API if normalize_registry(registry) == DOCKER_HUB else registry
 
 
-def is_loopback(registry: str) -> bool:
-    host = registry
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else host[1:]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def base_url(registry: str) -> str:
-    # Docker talks plain HTTP to loopback registries without any configuration, and HTTPS to all others.
-    scheme = "http" if is_loopback(registry) else "https"
-    return f"{scheme}://{api_host(registry)}"
+    # HTTPS first, for every registry, as Docker does; a loopback one that answers in plain HTTP is asked again
+    # over plain HTTP (``Registry._request``).
+    return f"https://{api_host(registry)}"
 
 
 def parse_challenge(header: str) -> Challenge | None:
@@ -302,8 +295,33 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _tls_reason(exc: BaseException) -> str:
+    """OpenSSL's words from a requests SSLError, e.g. ``certificate verify failed: self-signed certificate``."""
+    found = _OPENSSL_REASON.search(str(exc))
+    return found.group(1).strip() if found else _reason(exc)
+
+
+def _without_query(url: str) -> str:
+    return urlsplit(url)._replace(query="", fragment="").geturl()
+
+
 def _scope(image: ImageName, actions: str) -> str:
     return f"repository:{image.repository}:{actions}"
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _operation(method: Callable[Concatenate[Registry, _P], _R]) -> Callable[Concatenate[Registry, _P], _R]:
+    """Make a method one registry operation: every request it makes shares one deadline."""
+
+    @functools.wraps(method)
+    def bounded(self: Registry, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.operation():
+            return method(self, *args, **kwargs)
+
+    return bounded
 
 
 # --- reading an OCI layout ----------------------------------------------------------------------------------
@@ -396,8 +414,12 @@ class Registry:
         # No config directory means explicit logins only; callers pass docker_config_dir(env).
         self._docker_config = docker_config
         self._timeout = timeout
-        self._session = requests.Session()
+        self._session = transport.session()
         self._session.headers["User-Agent"] = "buildonce"
+        self._local = threading.local()
+        self._insecure: dict[str, bool] = {}
+        self._plain: set[str] = set()
+        """Hosts Docker treats as insecure by default that answered HTTPS in plain HTTP: asked in plain HTTP."""
         self._config_logins: dict[str, Credentials | None] = {}
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -416,7 +438,26 @@ class Registry:
     ) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """One registry operation: every request inside, token fetches included, ends ``timeout`` seconds from
+        now at the latest. An operation inside another keeps the outer one's deadline; a request outside any
+        operation is one by itself."""
+        if getattr(self._local, "deadline", None) is not None:
+            yield
+            return
+        self._local.deadline = time.monotonic() + self._timeout
+        try:
+            yield
+        finally:
+            self._local.deadline = None
+
+    def _deadline(self) -> float:
+        deadline: float | None = getattr(self._local, "deadline", None)
+        return deadline if deadline is not None else time.monotonic() + self._timeout
+
     # --- lookups ------------------------------------------------------------------------------------------
+    @_operation
     def resolve(self, image: ImageName, reference: str) -> str | None:
         """The manifest digest a tag (or digest) points to; None if the tag or repository does not exist."""
         what = f"look up {describe(image, reference)}"
@@ -432,6 +473,7 @@ class Registry:
         manifest = self.get_manifest(image, reference)
         return manifest.digest if manifest else None
 
+    @_operation
     def get_manifest(self, image: ImageName, reference: str) -> Manifest | None:
         what = f"read the manifest of {describe(image, reference)}"
         response = self._lookup("GET", image, f"/manifests/{reference}", what, {"Accept": MANIFEST_ACCEPT})
@@ -446,6 +488,7 @@ class Registry:
             raise self._error(f"{what}: {image.registry} served a manifest that hashes to {manifest.digest}.")
         return manifest
 
+    @_operation
     def image_config(self, image: ImageName, reference: str, platform: str | None = None) -> dict[str, Any] | None:
         """The image config (labels, env, …) of a tag or digest; of one platform's image for an index."""
         manifest = self.get_manifest(image, reference)
@@ -462,6 +505,7 @@ class Registry:
             raise self._error(f"{describe(image, reference)}: its config blob {config['digest']} is not a JSON object.")
         return data
 
+    @_operation
     def labels(self, image: ImageName, reference: str) -> dict[str, str] | None:
         """The image's labels (empty when it has none); None when the tag or repository does not exist."""
         config = self.image_config(image, reference)
@@ -472,6 +516,7 @@ class Registry:
         return {str(key): str(value) for key, value in found.items()} if isinstance(found, dict) else {}
 
     # --- writes ---------------------------------------------------------------------------------------------
+    @_operation
     def put_manifest(self, image: ImageName, tag: str, manifest: Manifest) -> str:
         """Store ``manifest`` under ``tag`` (or its digest); returns the digest the registry reports."""
         what = f"push the manifest {describe(image, tag)}"
@@ -489,6 +534,7 @@ class Registry:
         digest = response.headers.get("Docker-Content-Digest", "")
         return digest if _DIGEST_ANY.fullmatch(digest) else manifest.digest
 
+    @_operation
     def push_layout(self, layout: Path, references: Sequence[Reference]) -> str:
         """Push the image of an OCI layout directory to every reference; returns its digest.
 
@@ -665,18 +711,72 @@ class Registry:
         body: bytes | Path | None,
     ) -> requests.Response:
         sent = {**(headers or {}), **self._authorization(url, registry, scopes, what)}
-        try:
-            if isinstance(body, Path):
-                with body.open("rb") as stream:
-                    return self._request(method, url, headers=sent, data=stream)
-            return self._request(method, url, headers=sent, data=body)
-        except requests.RequestException as exc:
-            raise self._transport_error(exc, what, registry) from exc
+        return self._request(method, url, what=what, registry=registry, headers=sent, body=body)
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        # Both a connect and a read timeout: a registry that accepts the connection and then hangs is cut
-        # after `timeout` seconds of silence, while a long upload that keeps moving is not.
-        return self._session.request(method, url, timeout=(self._timeout, self._timeout), **kwargs)
+    def _request(
+        self, method: str, url: str, *, what: str, registry: str, body: bytes | Path | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """One HTTP request within the operation's deadline; any failure becomes a classified RegistryError.
+
+        As Docker does, a registry it treats as insecure by default (loopback) is asked over HTTPS first, its
+        certificate unchecked, and again over plain HTTP when TLS fails; once plain HTTP has answered, that host
+        is asked in plain HTTP from the start.
+        """
+        deadline = self._deadline()
+        url = self._with_known_scheme(url)
+        try:
+            return self._exchange(method, url, deadline, body, kwargs)
+        except (transport.DeadlineError, requests.RequestException) as exc:
+            plain = self._fallback_for(url, exc)
+            if plain is None:
+                raise self._transport_error(exc, what, registry, url, deadline) from exc
+        try:
+            response = self._exchange(method, plain, deadline, body, kwargs)
+        except (transport.DeadlineError, requests.RequestException) as exc:
+            raise self._transport_error(exc, what, registry, plain, deadline) from exc
+        self._plain.add(urlsplit(plain).netloc.lower())
+        return response
+
+    def _exchange(
+        self, method: str, url: str, deadline: float, body: bytes | Path | None, kwargs: Mapping[str, Any]
+    ) -> requests.Response:
+        options = dict(kwargs)
+        with contextlib.ExitStack() as stack:
+            if url.startswith("https://") and self._is_insecure(urlsplit(url).netloc):
+                options["verify"] = False  # as Docker, for a registry it treats as insecure
+                options["connect_seconds"] = transport.TLS_HANDSHAKE_SECONDS
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            if isinstance(body, Path):
+                options["data"] = stack.enter_context(body.open("rb"))
+            elif body is not None:
+                options["data"] = body
+            return transport.bounded_request(self._session, method, url, deadline, **options)
+
+    def _is_insecure(self, netloc: str) -> bool:
+        key = netloc.lower()
+        if key not in self._insecure:
+            self._insecure[key] = normalize_registry(key) != DOCKER_HUB and transport.insecure_by_default(key)
+        return self._insecure[key]
+
+    def _with_known_scheme(self, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme == "https" and parts.netloc.lower() in self._plain:
+            return parts._replace(scheme="http").geturl()
+        return url
+
+    def _fallback_for(self, url: str, exc: BaseException) -> str | None:
+        """The plain-HTTP URL to ask when ``url`` failed as an HTTPS request to a plain-HTTP registry Docker
+        treats as insecure fails: at the TLS level (an error, or no handshake in time, as containerd allows) or,
+        with no port named, refused on 443 (a registry on 80)."""
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not self._is_insecure(parts.netloc):
+            return None
+        refused = isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
+        no_port = transport.split_host(parts.netloc)[1] is None
+        if isinstance(exc, (requests.exceptions.SSLError, requests.Timeout)) or (refused and no_port):
+            return parts._replace(scheme="http").geturl()
+        return None
 
     def _ours(self, url: str, registry: str) -> bool:
         """Whether ``url`` is on the registry's API host: credentials are never sent anywhere else."""
@@ -707,18 +807,16 @@ class Registry:
             raise self._error(f"{what}: {registry} asked for a bearer token but named no usable realm ({realm!r}).")
         service = challenge.params.get("service")
         login = self._credentials(registry)
-        try:
-            if login is not None and login.username == _TOKEN_USERNAME:
-                response = self._refresh_token(realm, service, scopes, login.password)
-            else:
-                params = [("service", service)] if service else []
-                params += [("scope", scope) for scope in scopes]
-                auth = (login.username, login.password) if login else None
-                response = self._request("GET", realm, params=params, auth=auth)
-        except requests.RequestException as exc:
-            raise self._transport_error(exc, f"{what} (token from {urlsplit(realm).netloc})", registry) from exc
+        asked = f"{what} (token from {urlsplit(realm).netloc})"
+        if login is not None and login.username == _TOKEN_USERNAME:
+            response = self._refresh_token(realm, service, scopes, login.password, what=asked, registry=registry)
+        else:
+            params = [("service", service)] if service else []
+            params += [("scope", scope) for scope in scopes]
+            auth = (login.username, login.password) if login else None
+            response = self._request("GET", realm, what=asked, registry=registry, params=params, auth=auth)
         if response.status_code != 200:
-            raise self._http_error(response, f"{what} (token from {urlsplit(realm).netloc})", None, "pull", registry)
+            raise self._http_error(response, asked, None, "pull", registry)
         try:
             data = response.json()
         except ValueError:
@@ -730,7 +828,7 @@ class Registry:
         return token
 
     def _refresh_token(
-        self, realm: str, service: str | None, scopes: tuple[str, ...], refresh: str
+        self, realm: str, service: str | None, scopes: tuple[str, ...], refresh: str, *, what: str, registry: str
     ) -> requests.Response:
         # An identity token (what `docker login` stores for some registries, e.g. ACR) is an OAuth2
         # refresh token: it is exchanged by POST, as the docker CLI does, instead of sent as a password.
@@ -742,7 +840,7 @@ class Registry:
         }
         if service:
             form["service"] = service
-        return self._request("POST", realm, data=form)
+        return self._request("POST", realm, what=what, registry=registry, data=form)
 
     # --- credentials ----------------------------------------------------------------------------------------
     def _credentials(self, registry: str) -> Credentials | None:
@@ -799,17 +897,57 @@ class Registry:
                 text = text.replace(secret, "***")
         return text
 
-    def _transport_error(self, exc: requests.RequestException, what: str, registry: str) -> RegistryError:
-        if isinstance(exc, requests.Timeout):
-            return self._error(f"{what}: {registry} did not answer within {self._timeout:g} s.", transient=True)
-        if isinstance(exc, requests.exceptions.SSLError) and "certificate" in str(exc).lower():
+    def _transport_error(
+        self, exc: BaseException, what: str, registry: str, url: str, deadline: float
+    ) -> RegistryError:
+        """Classify a request that got no usable answer; permanent messages say what to fix."""
+        netloc = urlsplit(url).netloc
+        if isinstance(exc, (transport.DeadlineError, requests.Timeout)):
             return self._error(
-                f"{what}: the TLS certificate of {registry} is not trusted ({_reason(exc)}). Give the runner the "
-                "registry's CA certificate."
+                f"{what}: {registry} did not answer in full within {self._timeout:g} s, the time one registry "
+                "operation may take (timeout-minutes).",
+                transient=True,
             )
+        if isinstance(exc, requests.exceptions.SSLError):
+            return self._tls_error(exc, what, registry, netloc)
         if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            answered = "refused" not in str(exc).lower()  # something listens, and broke off
+            if url.startswith("http://") and answered and transport.speaks_tls(netloc, deadline):
+                return self._https_port_error(what, url)
             return self._error(f"{what}: cannot talk to {registry} ({_reason(exc)}).", transient=True)
         return self._error(f"{what}: request to {registry} failed ({type(exc).__name__}: {exc}).")
+
+    def _tls_error(self, exc: requests.exceptions.SSLError, what: str, registry: str, netloc: str) -> RegistryError:
+        reason = _tls_reason(exc)
+        if transport.answered_in_plain_http(exc):
+            return self._error(f"{what}: {netloc} answered HTTPS in plain HTTP. {self._plain_http_hint()}")
+        if transport.is_certificate_error(exc):
+            return self._error(
+                f"{what}: the TLS certificate of {netloc} is not trusted ({reason}). Give the runner the "
+                "registry's CA certificate (add it to the system's trust store, or point REQUESTS_CA_BUNDLE at "
+                "it), or give the registry a certificate for the name it is reached by."
+            )
+        if any(cut in reason.lower() for cut in _TLS_CUT):
+            return self._error(f"{what}: cannot talk to {registry} ({reason}).", transient=True)
+        return self._error(
+            f"{what}: the TLS handshake with {netloc} failed ({reason}). Check that it serves HTTPS with a TLS "
+            "version and ciphers this runner supports."
+        )
+
+    @staticmethod
+    def _plain_http_hint() -> str:
+        return (
+            "That port serves plain HTTP, which buildonce (like Docker without `insecure-registries`) uses only "
+            "for registries on loopback addresses (localhost, 127.0.0.0/8, ::1). Serve the registry over HTTPS, "
+            "or, if it runs on this machine, name it by a loopback address (e.g. localhost:PORT)."
+        )
+
+    def _https_port_error(self, what: str, url: str) -> RegistryError:
+        return self._error(
+            f"{what}: {urlsplit(url).netloc} speaks HTTPS, but {_without_query(url)} asks it in plain HTTP. That "
+            "http:// URL came from the registry (its token realm or an upload location): make the registry "
+            "announce https:// URLs for that port."
+        )
 
     def _http_error(
         self,
@@ -822,6 +960,8 @@ class Registry:
         """Classify an unexpected status; permanent messages say what to fix."""
         status = response.status_code
         host = registry or (image.registry if image else "the registry")
+        if status == 400 and response.url.startswith("http://") and transport.says_https_port(response.content):
+            return self._https_port_error(what, response.url)
         said = registry_said(response.content, response.headers.get("Content-Type", ""))
         said_text = f" The registry said: {said}." if said else ""
         if status in {408, 429} or status >= 500:

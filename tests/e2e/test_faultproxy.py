@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import os
 import re
+import socket
 import subprocess
 import time
 import tracemalloc
@@ -24,12 +25,20 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import registry_api
-from faultproxy import Delay, Down, Drop, FaultProxy, Hang, Status
+from action_run import run_on_fixture
+from certificates import self_signed, server_context
+from faultproxy import Delay, Down, Drip, Drop, FaultProxy, Hang, Status
 from registry_server import RegistryServer
+
+from buildonce import transport
+from buildonce.errors import RegistryError
+from buildonce.references import ImageName
+from buildonce.registry import MANIFEST_ACCEPT, Registry
+from buildonce.retry import RetryPolicy
 
 MB = 1024 * 1024
 
@@ -70,10 +79,12 @@ def blob(address: str, repository: str, digest: str) -> bytes:
     return data
 
 
-def get(address: str, path: str = "/v2/", timeout: float = 10) -> tuple[int, http.client.HTTPMessage, bytes]:
+def get(
+    address: str, path: str = "/v2/", timeout: float = 10, headers: dict[str, str] | None = None
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     connection = http.client.HTTPConnection(address, timeout=timeout)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.headers, response.read()
     finally:
@@ -411,3 +422,190 @@ def test_chunked_upload_keep_alive_and_location_through_the_proxy(proxy: FaultPr
 
     assert proxy.connections == 1  # all four requests on one kept-alive connection
     assert blob(registry.address, repository, digest) == piece * 5
+
+
+# -- slow answers, TLS, and buildonce's registry client through the proxy --------------------------------------
+
+TEST_NAME = "registry.test"  # reserved (RFC 2606); the resolver fixture maps it to 127.0.0.1
+
+
+@pytest.fixture
+def pushed(proxy: FaultProxy, registry: RegistryServer, tag_for: Callable[[FaultProxy, str], str]) -> tuple[str, str]:
+    """An image the real engine pushed through the proxy: its repository and its index digest."""
+    repository = unique("fp-slow")
+    code, output = docker("push", tag_for(proxy, repository))
+    assert code == 0, output
+    digest = registry_api.digest_of(registry.address, repository, "v1")
+    assert digest is not None
+    proxy.clear_log()
+    return repository, digest
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], None]:
+    """Resolve registry.test to 127.0.0.1 in this process; ``say([...])`` makes buildonce's check of whether
+    Docker treats a registry as insecure see other addresses for it (a name that resolves elsewhere)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == TEST_NAME else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    def say(addresses: list[str]) -> None:
+        real_addresses = transport.addresses
+        monkeypatch.setattr(
+            transport, "addresses", lambda host: addresses if host == TEST_NAME else real_addresses(host)
+        )
+
+    return say
+
+
+def timed_error(call: Callable[[], object]) -> tuple[RegistryError, float]:
+    started = time.monotonic()
+    with pytest.raises(RegistryError) as caught:
+        call()
+    return caught.value, time.monotonic() - started
+
+
+def test_drip_relays_the_head_or_the_body_a_byte_at_a_time(proxy: FaultProxy, pushed: tuple[str, str]) -> None:
+    repository, digest = pushed
+    path = f"/v2/{repository}/manifests/{digest}"
+    accept = {"Accept": MANIFEST_ACCEPT}
+    status, headers, body = get(proxy.address, path, headers=accept)
+    assert status == 200
+    head_size = sum(len(f"{name}: {value}\r\n") for name, value in headers.items())
+
+    proxy.add_rule(Drip(0.005, "head"), method="GET", path="/manifests/")
+    started = time.monotonic()
+    assert get(proxy.address, path, headers=accept)[::2] == (200, body)
+    assert time.monotonic() - started >= head_size * 0.005
+
+    proxy.add_rule(Drip(0.005, "body"), method="GET", path="/manifests/")
+    started = time.monotonic()
+    assert get(proxy.address, path, headers=accept)[::2] == (200, body)
+    assert time.monotonic() - started >= len(body) * 0.005
+    assert proxy.count("GET", "/manifests/", outcome=200) == 3
+
+
+@pytest.mark.parametrize(
+    ("part", "method"),
+    [("head", "HEAD"), ("body", "GET")],
+    ids=["slow headers", "slow body"],
+)
+def test_a_dripping_registry_is_cut_at_the_operations_deadline(
+    proxy: FaultProxy, pushed: tuple[str, str], tmp_path: Path, part: Literal["head", "body"], method: str
+) -> None:
+    repository, digest = pushed
+    image = ImageName(f"{proxy.address}/{repository}")
+    # 0.05 s a byte: the answer would take tens of seconds, every byte well within any socket timeout.
+    rule = proxy.add_rule(Drip(0.05, part), method=method, path="/manifests/", times=None)
+    with Registry(docker_config=tmp_path, timeout=2) as client:
+        lookup = (
+            (lambda: client.resolve(image, "v1")) if method == "HEAD" else (lambda: client.get_manifest(image, "v1"))
+        )
+        error, elapsed = timed_error(lookup)
+        assert error.transient
+        assert "did not answer in full within 2 s" in str(error)
+        assert 1.9 <= elapsed < 4
+        assert rule.hits == 1
+
+        # The retry policy tries again after a timeout, each attempt bounded alone.
+        policy = RetryPolicy(attempts=2, wait_seconds=0.2)
+        error, elapsed = timed_error(lambda: policy.call(lookup, "look up"))
+        assert "still failing after 2 attempts" in str(error)
+        assert 4 <= elapsed < 7
+        assert rule.hits == 3
+
+        proxy.clear_rules()
+        assert client.resolve(image, "v1") == digest
+
+
+def test_a_loopback_name_gets_https_first_then_plain_http(
+    proxy: FaultProxy, pushed: tuple[str, str], registry: RegistryServer, tmp_path: Path, resolver: Any
+) -> None:
+    repository, digest = pushed
+    with Registry(docker_config=tmp_path, timeout=10) as client:
+        # Through the proxy (which answers a TLS handshake in plain HTTP) and straight to the registry.
+        for port in (proxy.port, registry.address.rsplit(":", 1)[1]):
+            assert client.resolve(ImageName(f"{TEST_NAME}:{port}/{repository}"), "v1") == digest
+    assert {entry.header("Host") for entry in proxy.requests} == {f"{TEST_NAME}:{proxy.port}"}
+
+
+def test_https_to_the_plain_port_of_a_registry_off_loopback_fails_at_once(
+    proxy: FaultProxy, pushed: tuple[str, str], tmp_path: Path, resolver: Callable[[list[str]], None]
+) -> None:
+    repository, _ = pushed
+    resolver(["192.0.2.7"])
+    sleeps: list[float] = []
+    policy = RetryPolicy(attempts=3, wait_seconds=1, sleep=sleeps.append)
+    with Registry(docker_config=tmp_path, timeout=10) as client:
+        image = ImageName(f"{TEST_NAME}:{proxy.port}/{repository}")
+        error, _ = timed_error(lambda: policy.call(lambda: client.resolve(image, "v1"), "look up"))
+    assert not error.transient
+    assert sleeps == []
+    assert f"{TEST_NAME}:{proxy.port} answered HTTPS in plain HTTP" in str(error)
+    assert "Serve the registry over HTTPS" in str(error)
+    assert proxy.requests == []
+
+
+@pytest.fixture
+def tls_proxy(registry: RegistryServer, tmp_path: Path) -> Iterator[FaultProxy]:
+    """The proxy speaking HTTPS, with a self-signed certificate, in front of the plain-HTTP registry."""
+    with FaultProxy(registry.address, tls=server_context(*self_signed(tmp_path / "tls"))) as server:
+        yield server
+
+
+def test_a_loopback_https_registry_is_used_with_its_certificate_unchecked(
+    tls_proxy: FaultProxy, pushed: tuple[str, str], tmp_path: Path
+) -> None:
+    repository, digest = pushed
+    with Registry(docker_config=tmp_path, timeout=10) as client:
+        assert client.resolve(ImageName(f"{tls_proxy.address}/{repository}"), "v1") == digest
+    assert tls_proxy.count("HEAD", "/manifests/v1", outcome=200) == 1
+
+
+def test_an_untrusted_certificate_off_loopback_fails_at_once(
+    tls_proxy: FaultProxy, pushed: tuple[str, str], tmp_path: Path, resolver: Callable[[list[str]], None]
+) -> None:
+    repository, _ = pushed
+    resolver(["192.0.2.7"])
+    sleeps: list[float] = []
+    policy = RetryPolicy(attempts=3, wait_seconds=1, sleep=sleeps.append)
+    with Registry(docker_config=tmp_path, timeout=10) as client:
+        image = ImageName(f"{TEST_NAME}:{tls_proxy.port}/{repository}")
+        error, _ = timed_error(lambda: policy.call(lambda: client.resolve(image, "v1"), "look up"))
+    assert not error.transient
+    assert sleeps == []
+    assert "is not trusted (certificate verify failed: self-signed certificate)" in str(error)
+    assert tls_proxy.requests == []
+
+
+def test_plain_http_to_the_tls_proxy_is_reset(tls_proxy: FaultProxy) -> None:
+    with pytest.raises(ConnectionError):
+        get(tls_proxy.address)
+    assert tls_proxy.requests == []
+
+
+def test_timeout_minutes_bounds_a_dripping_registry_in_the_action(
+    proxy: FaultProxy, pushed: tuple[str, str], tmp_path: Path
+) -> None:
+    repository, _ = pushed
+    reference = f"{proxy.address}/{repository}:v1"
+    docker("image", "rm", reference)  # only the registry holds it: verify cannot fall back to the engine
+    rule = proxy.add_rule(Drip(0.05, "body"), method="GET", path="/manifests/", times=None)
+    started = time.monotonic()
+    run = run_on_fixture(
+        "verify",
+        tmp_path / "verify",
+        "push-default",
+        {"image": reference, "sha": "a" * 40, "timeout-minutes": "0.05", "retry-attempts": "1"},
+    )
+    elapsed = time.monotonic() - started
+    assert run.code == 1, run.log
+    (error,) = run.errors()
+    assert "did not answer in full within 3 s" in error
+    assert rule.hits == 1
+    # 3 s for the operation, and the start of Python and a look into the engine; dripped whole, the answer
+    # would take over a minute.
+    assert 3 <= elapsed < 20

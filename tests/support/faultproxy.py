@@ -6,8 +6,9 @@ apart from the registry. Bodies are streamed in small pieces in both directions:
 of megabytes never sits in memory.
 
 Rules inject faults: the first rule that matches a request and has firings left decides what happens to it
-instead of the registry. ``set_down(True)`` makes the proxy look like a stopped server: new connections are
-refused (the listening socket stops listening but keeps its port) and open ones are reset.
+instead of the registry (or, for ``Delay`` and ``Drip``, how late or how slowly the registry's answer comes).
+``set_down(True)`` makes the proxy look like a stopped server: new connections are refused (the listening
+socket stops listening but keeps its port) and open ones are reset.
 
 Standard library only, one thread per client connection, one fresh upstream connection per forwarded request.
 """
@@ -18,6 +19,7 @@ import contextlib
 import io
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
+from typing import Literal
 
 PIECE = 64 * 1024
 """How much of a body is read and written at a time."""
@@ -82,7 +85,17 @@ class Down:
     """Behave like a dead registry for this request: reset the connection at once, reading nothing more."""
 
 
-Fault = Status | Drop | Hang | Delay | Down
+@dataclass(frozen=True)
+class Drip:
+    """Forward the request, then relay the registry's answer one byte every ``interval`` seconds (until the proxy
+    stops): its head, status line and header fields (``part="head"``), or, the head sent at once, its body
+    (``part="body"``). Every byte arrives well within any socket timeout; only a deadline cuts it."""
+
+    interval: float
+    part: Literal["head", "body"] = "body"
+
+
+Fault = Status | Drop | Hang | Delay | Down | Drip
 
 
 def fault_name(fault: Fault) -> str:
@@ -282,13 +295,13 @@ def _abort(sock: socket.socket) -> None:
     """
     _linger_zero(sock)
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RD)
+        socket.socket.shutdown(sock, socket.SHUT_RD)  # the plain method: no TLS state touched from here
 
 
 def _shutdown(sock: socket.socket) -> None:
     """Wake a thread blocked on ``sock`` without closing the descriptor under it."""
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _DroppedError(Exception):
@@ -298,12 +311,14 @@ class _DroppedError(Exception):
 class FaultProxy:
     """A reverse proxy on 127.0.0.1 in front of ``upstream`` ("127.0.0.1:PORT") that injects faults."""
 
-    def __init__(self, upstream: str, *, upstream_timeout: float = 120.0) -> None:
+    def __init__(self, upstream: str, *, upstream_timeout: float = 120.0, tls: ssl.SSLContext | None = None) -> None:
         host, _, port = upstream.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"upstream must be HOST:PORT, not {upstream!r}")
         self.upstream = (host, int(port))
         self.upstream_timeout = upstream_timeout
+        self.tls = tls
+        """A server context to speak HTTPS to clients with (the registry behind is still asked in plain HTTP)."""
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self._log: list[LoggedRequest] = []
@@ -500,6 +515,8 @@ class FaultProxy:
 
     def _serve(self, client: socket.socket) -> None:
         try:
+            if self.tls is not None:
+                client = self._secure(client)
             with self._tracked(client), client.makefile("rb") as reader:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 keep_alive = True
@@ -523,16 +540,31 @@ class FaultProxy:
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
+    def _secure(self, client: socket.socket) -> socket.socket:
+        """The client's connection after a TLS handshake; a client that speaks no TLS is reset."""
+        assert self.tls is not None
+        with self._lock:
+            self._open.discard(client)  # wrapping detaches it; the TLS socket is tracked instead
+        client.settimeout(10)
+        try:
+            secured = self.tls.wrap_socket(client, server_side=True)
+        except OSError:
+            _linger_zero(client)
+            client.close()
+            raise
+        secured.settimeout(None)
+        return secured
+
     def _handle(self, client: socket.socket, reader: io.BufferedReader, request: _Request) -> bool:
         """Answer one request; True when the connection can carry another."""
         if self._down:
             _linger_zero(client)
             raise _DroppedError
         fault = self._fire(request.method, request.target)
-        if fault is None or isinstance(fault, Delay):
+        if fault is None or isinstance(fault, Delay | Drip):
             if isinstance(fault, Delay):
                 self._stopping.wait(fault.seconds)
-            return self._forward(client, reader, request)
+            return self._forward(client, reader, request, fault if isinstance(fault, Drip) else None)
         self._record(request, fault_name(fault))
         if isinstance(fault, Drop | Down):
             _linger_zero(client)
@@ -547,7 +579,9 @@ class FaultProxy:
             client.shutdown(socket.SHUT_WR)
         return False
 
-    def _forward(self, client: socket.socket, reader: io.BufferedReader, request: _Request) -> bool:
+    def _forward(
+        self, client: socket.socket, reader: io.BufferedReader, request: _Request, drip: Drip | None = None
+    ) -> bool:
         try:
             upstream = socket.create_connection(self.upstream, timeout=self.upstream_timeout)
         except OSError:
@@ -571,7 +605,7 @@ class FaultProxy:
             pumper = threading.Thread(target=pump, name="faultproxy-body", daemon=True)
             pumper.start()
             try:
-                reusable = self._relay_response(client, request, upstream_reader, body_error)
+                reusable = self._relay_response(client, request, upstream_reader, body_error, drip)
                 pumper.join(BODY_GRACE_SECONDS)
                 # A registry that answered without reading the whole body never will: the rest of it would be
                 # taken for the next request, so this connection cannot carry another.
@@ -589,8 +623,15 @@ class FaultProxy:
         request: _Request,
         upstream_reader: io.BufferedReader,
         body_error: list[BaseException],
+        drip: Drip | None = None,
     ) -> bool:
         """Relay the registry's response; True when it leaves the connection open for another request."""
+        send_head: Callable[[bytes], None] = client.sendall
+        send_body: Callable[[bytes], None] = client.sendall
+        if drip is not None and drip.part == "head":
+            send_head = self._dripping(client, drip.interval)
+        elif drip is not None:
+            send_body = self._dripping(client, drip.interval)
         try:
             response = _read_head(upstream_reader)
             while response is not None and _status_of(response) < 200:  # 100 Continue and friends
@@ -607,17 +648,26 @@ class FaultProxy:
             return False
         status = _status_of(response)
         self._record(request, status)
-        client.sendall(response.raw)
+        send_head(response.raw)
         if not _response_has_body(request.method, status):
             return not response.wants_close()
         if response.is_chunked():
-            _copy_chunked(upstream_reader, client.sendall)
+            _copy_chunked(upstream_reader, send_body)
         elif (length := response.content_length()) is not None:
-            _copy_exactly(upstream_reader, client.sendall, length)
+            _copy_exactly(upstream_reader, send_body, length)
         else:
-            _copy_until_close(upstream_reader, client.sendall)
+            _copy_until_close(upstream_reader, send_body)
             return False
         return not response.wants_close()
+
+    def _dripping(self, client: socket.socket, interval: float) -> Callable[[bytes], None]:
+        def send(data: bytes) -> None:
+            for index in range(len(data)):
+                if self._stopping.wait(interval):
+                    raise _DroppedError
+                client.sendall(data[index : index + 1])
+
+        return send
 
 
 def _status_of(response: _Head) -> int:

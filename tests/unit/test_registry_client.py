@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -17,8 +19,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from certificates import self_signed, server_context
 from registry_server import free_port
 
+from buildonce import transport
 from buildonce.dockerconfig import docker_config_dir
 from buildonce.errors import ArtifactError, RegistryError
 from buildonce.references import ImageName
@@ -37,6 +41,8 @@ from buildonce.registry import (
     select_manifest,
     sha256_digest,
 )
+from buildonce.retry import RetryPolicy
+from buildonce.transport import insecure_by_default
 
 DIGEST = "sha256:" + "ab" * 32
 PASSWORD = "s3cret-Pass-0417"
@@ -493,7 +499,7 @@ def test_a_hung_response_times_out_as_transient(
     started = time.monotonic()
     error = error_of(lambda: client(timeout=0.3).resolve(fake.image(), "v1"))
     assert error.transient
-    assert "did not answer within 0.3 s" in str(error)
+    assert "did not answer in full within 0.3 s" in str(error)
     assert time.monotonic() - started < 1.5
 
 
@@ -548,10 +554,8 @@ def test_labels_of_an_index_skip_attestations(
 @pytest.mark.parametrize(
     ("registry", "url"),
     [
-        ("127.0.0.1:5000", "http://127.0.0.1:5000"),
-        ("127.1.2.3", "http://127.1.2.3"),
-        ("localhost:5000", "http://localhost:5000"),
-        ("[::1]:5000", "http://[::1]:5000"),
+        ("127.0.0.1:5000", "https://127.0.0.1:5000"),  # HTTPS first, as Docker; plain HTTP only as the fallback
+        ("localhost:5000", "https://localhost:5000"),
         ("ghcr.io", "https://ghcr.io"),
         ("registry.example.com:5000", "https://registry.example.com:5000"),
         ("docker.io", "https://registry-1.docker.io"),
@@ -559,6 +563,29 @@ def test_labels_of_an_index_skip_attestations(
 )
 def test_base_url(registry: str, url: str) -> None:
     assert base_url(registry) == url
+
+
+@pytest.mark.parametrize(
+    ("netloc", "resolved", "insecure"),
+    [
+        ("127.0.0.1:5000", [], True),
+        ("127.1.2.3", [], True),
+        ("localhost:5000", [], True),
+        ("LOCALHOST", [], True),
+        ("[::1]:5000", [], True),
+        ("::1", [], True),
+        ("[::ffff:127.0.0.1]:5000", [], True),
+        ("registry.test:5000", ["127.0.0.1"], True),
+        ("registry.test", ["10.1.2.3", "::1"], True),  # any loopback address, as Docker's CIDR match
+        ("registry.test:5000", ["10.1.2.3"], False),
+        ("registry.test:5000", [], False),  # does not resolve
+        ("10.0.0.1:5000", ["127.0.0.1"], False),  # an address is not resolved
+        ("[2001:db8::1]:443", [], False),
+        ("ghcr.io", ["140.82.112.34"], False),
+    ],
+)
+def test_insecure_by_default_is_dockers_loopback_rule(netloc: str, resolved: list[str], insecure: bool) -> None:
+    assert insecure_by_default(netloc, lambda host: resolved) is insecure
 
 
 @pytest.mark.parametrize(
@@ -653,3 +680,324 @@ def test_a_token_service_outage_is_transient(
     assert error.transient
     assert "HTTP 503" in str(error)
     assert "token" in str(error)
+
+
+# --- the deadline of an operation ------------------------------------------------------------------------
+
+TLS_HELLO = 0x16
+PLAIN_400 = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class Dripper:
+    """A registry that answers every request with ``answer``: its first ``fast`` bytes at once, then one byte
+    every ``interval`` seconds; with ``answer=None`` it never reads the request at all. A TLS handshake gets a
+    plain-HTTP 400, as a plain-HTTP registry answers one, or, ``tls_silent``, no answer at all."""
+
+    def __init__(self, answer: bytes | None, interval: float = 0.0, fast: int = 0, tls_silent: bool = False) -> None:
+        self.answer, self.interval, self.fast, self.tls_silent = answer, interval, fast, tls_silent
+        self.stopping = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(10)
+            first = conn.recv(1)
+            if first[:1] == bytes([TLS_HELLO]):
+                if self.tls_silent:
+                    self.stopping.wait(10)
+                else:
+                    conn.sendall(PLAIN_400)
+                return
+            if self.answer is None:
+                self.stopping.wait(10)
+                return
+            head = first
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                head += conn.recv(4096)
+            conn.sendall(self.answer[: self.fast])
+            for byte in self.answer[self.fast :]:
+                if self.stopping.wait(self.interval):
+                    return
+                conn.sendall(bytes([byte]))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def drip() -> Iterator[Callable[..., Dripper]]:
+    started: list[Dripper] = []
+
+    def start(answer: bytes | None, interval: float = 0.0, fast: int = 0, tls_silent: bool = False) -> Dripper:
+        server = Dripper(answer, interval, fast, tls_silent)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def timed(call: Callable[[], object]) -> tuple[RegistryError, float]:
+    started = time.monotonic()
+    error = error_of(call)
+    return error, time.monotonic() - started
+
+
+def assert_deadline(error: RegistryError, seconds: float) -> None:
+    assert error.transient
+    assert f"did not answer in full within {seconds:g} s" in str(error)
+    assert "timeout-minutes" in str(error)
+
+
+HEAD_ANSWER = (
+    f"HTTP/1.1 200 OK\r\nDocker-Content-Digest: {DIGEST}\r\nContent-Length: 0\r\nX-Pad: {'x' * 300}\r\n\r\n".encode()
+)
+
+
+def test_headers_dripped_a_byte_at_a_time_are_cut_at_the_deadline(
+    drip: Callable[..., Dripper], client: Callable[..., Registry]
+) -> None:
+    # Some 8 s for the whole head, each byte well within any socket timeout: only a deadline cuts it.
+    server = drip(HEAD_ANSWER, interval=0.02)
+    error, elapsed = timed(lambda: client(timeout=0.6).resolve(ImageName(f"{server.address}/team/app"), "v1"))
+    assert_deadline(error, 0.6)
+    assert 0.55 <= elapsed < 2
+
+
+def test_a_body_dripped_a_byte_at_a_time_is_cut_at_the_deadline(
+    drip: Callable[..., Dripper], client: Callable[..., Registry]
+) -> None:
+    body = json.dumps({"mediaType": OCI_MANIFEST, "pad": "x" * 400}).encode()
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: {OCI_MANIFEST}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    server = drip(head + body, interval=0.02, fast=len(head))
+    error, elapsed = timed(lambda: client(timeout=0.6).get_manifest(ImageName(f"{server.address}/team/app"), "v1"))
+    assert_deadline(error, 0.6)
+    assert 0.55 <= elapsed < 2
+
+
+def test_an_upload_the_registry_never_reads_is_cut_at_the_deadline(
+    drip: Callable[..., Dripper], client: Callable[..., Registry]
+) -> None:
+    server = drip(None)
+    manifest = Manifest.from_bytes(b"x" * (64 << 20), OCI_MANIFEST)  # far more than the socket buffers hold
+    image = ImageName(f"{server.address}/team/app")
+    error, elapsed = timed(lambda: client(timeout=0.6).put_manifest(image, "v1", manifest))
+    assert_deadline(error, 0.6)
+    assert 0.55 <= elapsed < 2
+
+
+def test_one_deadline_bounds_all_the_requests_of_an_operation(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    config = json.dumps({"config": {"Labels": {"a": "b"}}}).encode()
+    image = json.dumps({"mediaType": OCI_MANIFEST, "config": {"digest": sha256_digest(config)}}).encode()
+    entry = {"digest": sha256_digest(image), "platform": {"os": "linux", "architecture": "amd64"}}
+    index = json.dumps({"mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+    bodies = {sha256_digest(config): config, sha256_digest(image): image, "v1": index}
+
+    fake = serve(lambda seen: Reply(200, {}, bodies[seen.path.rsplit("/", 1)[-1]], delay=1.0))
+    registry = client(timeout=1.6)  # each of the three requests takes 1 s, within the bound; together, 3 s
+    error, elapsed = timed(lambda: registry.labels(fake.image(), "v1"))
+    assert_deadline(error, 1.6)
+    assert elapsed < 2.6
+    assert [seen.path.rsplit("/", 1)[-1] for seen in fake.seen] == ["v1", sha256_digest(image)]
+
+    # Every operation has a deadline of its own: two lookups of 0.8 s each, one after the other, both pass.
+    slow = serve(lambda seen: Reply(200, {"Docker-Content-Digest": DIGEST}, delay=0.8))
+    assert registry.resolve(slow.image(), "v1") == DIGEST
+    assert registry.resolve(slow.image(), "v2") == DIGEST
+
+
+def test_a_token_fetch_counts_toward_the_deadline(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    def handle(seen: Seen) -> Reply:
+        if seen.path == "/token":
+            return Reply(200, {}, json.dumps({"token": "t"}).encode(), delay=3)
+        if seen.authorization != "Bearer t":
+            return Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{seen.headers["host"]}/token"'})
+        return manifest_reply(seen)
+
+    fake = serve(handle)
+    error, elapsed = timed(lambda: client(timeout=1).resolve(fake.image(), "v1"))
+    assert_deadline(error, 1)
+    assert "token from" in str(error)
+    assert elapsed < 2.5
+
+
+def test_a_timeout_is_retried_by_the_policy(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    delays = [2.0, 0.0]
+    fake = serve(lambda seen: Reply(200, {"Docker-Content-Digest": DIGEST}, delay=delays.pop(0)))
+    registry = client(timeout=0.5)
+    sleeps: list[float] = []
+    policy = RetryPolicy(attempts=3, wait_seconds=1, sleep=sleeps.append)
+    assert policy.call(lambda: registry.resolve(fake.image(), "v1"), "look up") == (DIGEST, 2)
+    assert sleeps == [1]
+
+
+# --- TLS, and registries Docker treats as insecure -------------------------------------------------------
+
+TEST_NAME = "registry.test"  # a reserved name (RFC 2606); the fixture below resolves it to 127.0.0.1
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], None]:
+    """Resolve registry.test to 127.0.0.1 for connections; ``say([...])`` makes the client's insecure-registry
+    check see other addresses for it (a name that resolves elsewhere, reaching a test server all the same)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == TEST_NAME else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    def say(addresses: list[str]) -> None:
+        real_addresses = transport.addresses
+        monkeypatch.setattr(
+            transport, "addresses", lambda host: addresses if host == TEST_NAME else real_addresses(host)
+        )
+
+    return say
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed(tmp_path_factory.mktemp("tls"), ("127.0.0.1", TEST_NAME))
+
+
+@pytest.fixture
+def serve_tls(
+    serve: Callable[[Handle], FakeRegistry], certificate: tuple[Path, Path]
+) -> Callable[[Handle], FakeRegistry]:
+    """A fake registry that speaks only HTTPS; a plain-HTTP request gets its connection reset."""
+
+    def start(handle: Handle) -> FakeRegistry:
+        fake = serve(handle)
+        fake.socket = server_context(*certificate).wrap_socket(fake.socket, server_side=True)
+        return fake
+
+    return start
+
+
+def never_retried(call: Callable[[], object]) -> RegistryError:
+    """The permanent error of ``call`` under a three-attempt policy, after checking it was not retried."""
+    sleeps: list[float] = []
+    policy = RetryPolicy(attempts=3, wait_seconds=1, sleep=sleeps.append)
+    error = error_of(lambda: policy.call(call, "the operation"))
+    assert not error.transient
+    assert sleeps == []
+    return error
+
+
+def test_a_loopback_name_that_speaks_plain_http_is_asked_in_plain_http(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry], resolver: Callable[[list[str]], None]
+) -> None:
+    fake = serve(basic_registry("ci-bot", PASSWORD))
+    netloc = f"{TEST_NAME}:{fake.server_address[1]}"
+    registry = client(logins={netloc: Credentials("ci-bot", PASSWORD)})
+    assert registry.resolve(ImageName(f"{netloc}/team/app"), "v1") == DIGEST
+    assert registry.resolve(ImageName(f"{netloc}/team/app"), "v2") == DIGEST
+    assert [seen.authorization for seen in fake.seen] == ["", basic("ci-bot", PASSWORD), basic("ci-bot", PASSWORD)]
+    assert {seen.headers["host"] for seen in fake.seen} == {netloc}
+
+
+def test_https_to_a_plain_http_port_is_permanent_and_says_what_to_fix(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry], resolver: Callable[[list[str]], None]
+) -> None:
+    resolver(["192.0.2.7"])  # not loopback: Docker would not fall back to plain HTTP either
+    fake = serve(manifest_reply)
+    netloc = f"{TEST_NAME}:{fake.server_address[1]}"
+    error = never_retried(lambda: client().resolve(ImageName(f"{netloc}/team/app"), "v1"))
+    assert f"{netloc} answered HTTPS in plain HTTP" in str(error)
+    assert "loopback addresses" in str(error)
+    assert "Serve the registry over HTTPS" in str(error)
+    assert "SSLError" not in str(error)
+    assert fake.seen == []
+
+
+def test_a_loopback_tls_registry_is_used_without_checking_its_certificate(
+    serve_tls: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    fake = serve_tls(manifest_reply)  # self-signed: Docker skips the check for a registry it treats as insecure
+    assert client().resolve(fake.image(), "v1") == DIGEST
+    assert len(fake.seen) == 1
+
+
+def test_an_untrusted_certificate_is_permanent_and_says_what_to_fix(
+    serve_tls: Callable[[Handle], FakeRegistry], client: Callable[..., Registry], resolver: Callable[[list[str]], None]
+) -> None:
+    resolver(["192.0.2.7"])
+    fake = serve_tls(manifest_reply)
+    netloc = f"{TEST_NAME}:{fake.server_address[1]}"
+    error = never_retried(lambda: client().resolve(ImageName(f"{netloc}/team/app"), "v1"))
+    assert f"the TLS certificate of {netloc} is not trusted (certificate verify failed: self-signed" in str(error)
+    assert "CA certificate" in str(error)
+    assert fake.seen == []
+
+
+def test_plain_http_to_a_tls_port_is_permanent_and_says_what_to_fix(
+    serve: Callable[[Handle], FakeRegistry],
+    serve_tls: Callable[[Handle], FakeRegistry],
+    client: Callable[..., Registry],
+) -> None:
+    tokens = serve_tls(lambda seen: Reply(200, {}, json.dumps({"token": "t"}).encode()))
+    realm = f"http://{tokens.address}/token"  # the registry announces its HTTPS token service as http://
+    fake = serve(lambda seen: Reply(401, {"WWW-Authenticate": f'Bearer realm="{realm}"'}))
+    error = never_retried(lambda: client().resolve(fake.image(), "v1"))
+    assert f"{tokens.address} speaks HTTPS, but {realm} asks it in plain HTTP" in str(error)
+    assert "announce https:// URLs" in str(error)
+    assert tokens.seen == []
+
+
+def test_an_https_port_answering_plain_http_with_400_is_permanent(
+    serve: Callable[[Handle], FakeRegistry], client: Callable[..., Registry]
+) -> None:
+    def handle(seen: Seen) -> Reply:
+        if seen.path == "/token":  # what Go's net/http answers a plain-HTTP request on an HTTPS port
+            return Reply(400, {}, b"Client sent an HTTP request to an HTTPS server.\n")
+        return Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{seen.headers["host"]}/token"'})
+
+    fake = serve(handle)
+    error = never_retried(lambda: client().resolve(fake.image(), "v1"))
+    assert f"{fake.address} speaks HTTPS, but http://{fake.address}/token asks it in plain HTTP" in str(error)
+
+
+def test_a_reset_from_a_plain_http_server_stays_transient(
+    drip: Callable[..., Dripper], client: Callable[..., Registry]
+) -> None:
+    server = drip(b"")  # reads the request, closes without an answer; not a TLS server
+    error = error_of(lambda: client().resolve(ImageName(f"{server.address}/team/app"), "v1"))
+    assert error.transient
+    assert f"cannot talk to {server.address}" in str(error)
+
+
+def test_a_loopback_registry_silent_to_tls_is_asked_in_plain_http_after_the_handshake_timeout(
+    drip: Callable[..., Dripper], client: Callable[..., Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "TLS_HANDSHAKE_SECONDS", 0.5)
+    server = drip(HEAD_ANSWER, tls_silent=True)  # waits for a request line that a ClientHello never ends
+    started = time.monotonic()
+    assert client(timeout=30).resolve(ImageName(f"{server.address}/team/app"), "v1") == DIGEST
+    assert 0.5 <= time.monotonic() - started < 5
