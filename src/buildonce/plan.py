@@ -107,24 +107,47 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _same_repository(head: str, base: str) -> bool:
+    """Whether code comes from the repository itself; an unknown side (a deleted fork) counts as a fork."""
+    return bool(head) and bool(base) and head.lower() == base.lower()
+
+
+def foreign_code(context: Context) -> str:
+    """Why this run builds code that ``push: auto`` must not push, or "" when it may.
+
+    A fork's code is never pushed, whatever event brings it: ``pull_request`` and ``pull_request_target``
+    name the head repository, a ``workflow_run`` the triggering run's. Dependabot's is not pushed either:
+    GitHub gives the runs it starts a read-only GITHUB_TOKEN (``pull_request_target`` and re-runs by
+    someone else included), and the same rule holds for its pull requests brought by ``workflow_run``.
+    A ``merge_group`` is pushed: GitHub makes its commit in this repository, from pull requests someone
+    with write access queued after review, and that commit is what the default branch gets next.
+    """
+    repository = context.repository.full_name
+    pr, upstream = context.pull_request, context.upstream
+    fork_of = ""
+    if pr is not None and not _same_repository(pr.head_repo, repository):
+        fork_of = f"pull request #{pr.number} comes from the fork {pr.head_repo or '(deleted or unknown)'}"
+    elif upstream is not None and not _same_repository(upstream.head_repo, repository):
+        fork_of = (
+            f"the triggering {upstream.event or 'run'} ran code of the fork "
+            f"{upstream.head_repo or '(deleted or unknown)'}"
+        )
+    if fork_of:
+        return f"{fork_of}, and a fork's code is never pushed by default; the image is kept as an artifact instead"
+    actors = {context.actor, *(upstream.actors if upstream else ()), pr.author if pr else ""}
+    if DEPENDABOT in actors:
+        return (
+            "Dependabot's runs get a read-only GITHUB_TOKEN and its code is not pushed by default; the image is "
+            "kept as an artifact instead (set push: true if your registry credentials allow it)"
+        )
+    return ""
+
+
 def _push_decision(context: Context, options: PlanOptions) -> Decision:
-    pr = context.pull_request
     if options.push.value != "auto":
         return Decision(options.push.decide(True), "set by the 'push' input")
-    if context.event_name == "pull_request" and pr is not None:
-        if pr.head_repo != context.repository.full_name:
-            return Decision(
-                False,
-                f"pull request #{pr.number} comes from the fork {pr.head_repo or '(deleted)'}, "
-                "whose GITHUB_TOKEN cannot write packages; the image is kept as an artifact instead",
-            )
-        if context.actor == DEPENDABOT:
-            return Decision(
-                False,
-                "Dependabot pull requests get a read-only GITHUB_TOKEN; the image is kept as an artifact "
-                "instead (set push: true if your registry credentials allow it)",
-            )
-    return Decision(True, "push by default")
+    reason = foreign_code(context)
+    return Decision(False, reason) if reason else Decision(True, "push by default")
 
 
 def _immutable_tags(subject: Subject, policy: TagPolicy, sourced: dict[str, str]) -> frozenset[str]:

@@ -93,16 +93,6 @@ def test_fork_pull_request_is_not_pushed_but_kept_as_artifact() -> None:
     assert plan.artifact.value is True
 
 
-def test_fork_on_pull_request_target_can_push() -> None:
-    assert plan_for("pull-request-target").push.value is True
-
-
-def test_dependabot_is_not_pushed_by_default() -> None:
-    plan = plan_for("pull-request", {"GITHUB_ACTOR": DEPENDABOT})
-    assert plan.push.value is False
-    assert plan_for("pull-request", {"GITHUB_ACTOR": DEPENDABOT}, push="true").push.value is True
-
-
 def plan_of(fixture: str, data: dict[str, Any], env: Mapping[str, str] | None = None, /, **inputs: str) -> Plan:
     ctx = build_context(runner_env(fixture, **(env or {})), data)
     return make_plan(ctx, plan_options(Inputs({}, {"images": "ghcr.io/acme/widget", **inputs})), now=NOW)
@@ -119,6 +109,79 @@ def edited(fixture: str, *path: str, value: object) -> dict[str, Any]:
     else:
         node[path[-1]] = value
     return data
+
+
+STRANGER = {"full_name": "stranger/widget"}
+BOT = {"login": DEPENDABOT}
+
+
+@pytest.mark.parametrize(
+    ("fixture", "data", "env", "pushed"),
+    [
+        # pull_request and pull_request_target: the head repository decides; unknown counts as a fork.
+        ("pull-request", None, {}, True),
+        ("pull-request", edited("pull-request", "pull_request", "head", "repo", value=STRANGER), {}, False),
+        ("pull-request", edited("pull-request", "pull_request", "head", "repo", value=None), {}, False),
+        (
+            "pull-request",
+            edited("pull-request", "pull_request", "head", "repo", value={"full_name": "Acme/Widget"}),
+            {},
+            True,
+        ),
+        ("pull-request-fork", None, {}, False),
+        ("pull-request-target", None, {}, False),
+        (
+            "pull-request-target",
+            edited("pull-request-target", "pull_request", "head", "repo", value={"full_name": "acme/widget"}),
+            {},
+            True,
+        ),
+        # Dependabot: its own runs, a re-run of its pull request by someone else, pull_request_target alike.
+        ("pull-request", None, {"GITHUB_ACTOR": DEPENDABOT}, False),
+        ("pull-request", edited("pull-request", "pull_request", "user", value=BOT), {}, False),
+        (
+            "pull-request-target",
+            edited("pull-request-target", "pull_request", "head", "repo", value={"full_name": "acme/widget"}),
+            {"GITHUB_ACTOR": DEPENDABOT},
+            False,
+        ),
+        ("push-branch", None, {"GITHUB_ACTOR": DEPENDABOT}, False),
+        ("push-branch", None, {}, True),
+        # workflow_run: the triggering run's head repository and actors decide.
+        ("workflow-run-pr", None, {}, True),
+        ("workflow-run-push", None, {}, True),
+        ("workflow-run-pr", edited("workflow-run-pr", "workflow_run", "head_repository", value=STRANGER), {}, False),
+        ("workflow-run-push", edited("workflow-run-push", "workflow_run", "head_repository", value=None), {}, False),
+        ("workflow-run-pr", edited("workflow-run-pr", "workflow_run", "actor", value=BOT), {}, False),
+        ("workflow-run-pr", edited("workflow-run-pr", "workflow_run", "triggering_actor", value=BOT), {}, False),
+        # merge_group: a commit GitHub made in this repository from queued, reviewed pull requests.
+        ("merge-group", None, {}, True),
+        ("merge-group", None, {"GITHUB_ACTOR": DEPENDABOT}, False),
+        ("schedule", None, {}, True),
+        ("release", None, {}, True),
+        ("workflow-dispatch", None, {}, True),
+        ("push-tag-semver", None, {}, True),
+        ("push-default", None, {}, True),
+    ],
+)
+def test_push_auto_never_pushes_fork_or_dependabot_code(
+    fixture: str, data: dict[str, Any] | None, env: dict[str, str], pushed: bool
+) -> None:
+    plan = plan_of(fixture, data if data is not None else payload(fixture), env)
+    assert plan.push.value is pushed, plan.push.reason
+    if not pushed:
+        assert plan.artifact.value is True  # the image still reaches the test jobs
+        assert "fork" in plan.push.reason or "Dependabot" in plan.push.reason
+    # The input has the last word, either way.
+    assert plan_of(fixture, data if data is not None else payload(fixture), env, push="true").push.value is True
+    assert plan_of(fixture, data if data is not None else payload(fixture), env, push="false").push.value is False
+
+
+def test_unknown_repository_counts_as_a_fork() -> None:
+    data = edited("pull-request", "repository", "full_name", value=None)
+    env = {key: value for key, value in runner_env("pull-request").items() if key != "GITHUB_REPOSITORY"}
+    plan = make_plan(build_context(env, data), plan_options(Inputs({}, {"images": "a/b"})), now=NOW)
+    assert plan.push.value is False
 
 
 def test_explicit_switches() -> None:
