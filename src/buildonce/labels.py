@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from buildonce.context import Context
 from buildonce.errors import InputError
 from buildonce.tags import Kind, Subject
+from buildonce.workflow import check_text
 
 OCI = "org.opencontainers.image"
 REVISION = f"{OCI}.revision"
@@ -43,10 +44,6 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) if "\n" in text or "\r" in text else text
-
-
 def computed_labels(
     context: Context, subject: Subject, *, version: str, created: datetime, namespace: str
 ) -> dict[str, str]:
@@ -72,30 +69,56 @@ def computed_labels(
     return {key: value for key, value in labels.items() if value}
 
 
+def check_label(key: str, value: str, *, source: str) -> tuple[str, str]:
+    """One label, whichever input it comes from: a key without spaces or '=' (``--label key=value`` and the
+    ``labels`` output split at the first '='), and key and value on one line of printable text."""
+    check_text(key, f"input '{source}': a label key")
+    check_text(value, f"input '{source}': the value of label {key!r}")
+    if not key or "=" in key or any(ch.isspace() for ch in key):
+        raise InputError(
+            f"input '{source}': {key!r} is not a label key; a key has no spaces and no '=', "
+            "e.g. org.opencontainers.image.vendor."
+        )
+    return key, value
+
+
 def parse_labels(entries: Iterable[str], *, source: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for entry in entries:
         key, sep, value = entry.partition("=")
-        key = key.strip()
-        if not sep or not key or any(ch.isspace() for ch in key):
+        if not sep or not key.strip():
             raise InputError(
                 f"input '{source}': {entry!r} is not a label. Write one key=value per line, "
                 "e.g. org.opencontainers.image.vendor=Acme."
             )
+        key, value = check_label(key.strip(), value, source=source)
         labels[key] = value
     return labels
+
+
+def check_annotation(entry: str, *, source: str) -> str:
+    """One ``[level:]key=value`` annotation, on one line of printable text."""
+    check_text(entry, f"input '{source}': an annotation")
+    head, sep, _ = entry.partition("=")
+    key = head.partition(":")[2] if head.startswith(_ANNOTATION_LEVELS) and ":" in head else head
+    if not sep or not key.strip() or any(ch.isspace() for ch in key):
+        raise InputError(
+            f"input '{source}': {entry!r} is not an annotation. Write one [level:]key=value per line, "
+            "e.g. manifest:org.opencontainers.image.vendor=Acme."
+        )
+    return entry
 
 
 def merge_labels(*layers: Mapping[str, str]) -> dict[str, str]:
     """Later layers win by key; the result is sorted by key so every run prints the same order.
 
-    Values are folded onto one line: the ``labels`` output holds one ``key=value`` per line, and a line
-    break inside a value (a payload's description, a crafted ref) would read as another label.
+    Every layer is already one line of text per key and value (the inputs are checked as they are read,
+    the payload's fields as the context is), so the ``labels`` output holds exactly one label per line.
     """
     merged: dict[str, str] = {}
     for layer in layers:
         merged.update(layer)
-    return {key: _one_line(value) for key, value in sorted(merged.items())}
+    return dict(sorted(merged.items()))
 
 
 def annotations_for(labels: Mapping[str, str], extra: Iterable[str] = ()) -> list[str]:

@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from buildonce.context import MAX_EPOCH, parse_epoch
 from buildonce.errors import InputError
-from buildonce.labels import DEFAULT_NAMESPACE, check_namespace, parse_labels
+from buildonce.labels import DEFAULT_NAMESPACE, check_annotation, check_label, check_namespace, parse_labels
 from buildonce.platforms import check_platform
 from buildonce.references import (
     DIGEST_PATTERN,
@@ -111,6 +112,10 @@ VERIFY_INPUTS: dict[str, str] = {
 _TRUE = frozenset({"true", "True", "TRUE"})
 _FALSE = frozenset({"false", "False", "FALSE"})
 _SHA = re.compile(r"[0-9a-f]{40}")
+# ASCII only: int() and float() also read '²', '٣' or '1_0', and a long enough string of digits makes
+# int() itself fail.
+_WHOLE = re.compile(r"[0-9]{1,9}")
+_NUMBER = re.compile(r"[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
 
 
 class Switch(enum.Enum):
@@ -168,10 +173,9 @@ def _bool(inputs: Inputs, defaults: dict[str, str], name: str) -> bool:
 
 def _int(inputs: Inputs, defaults: dict[str, str], name: str, low: int, high: int) -> int:
     value = _value(inputs, defaults, name)
-    try:
-        number = int(value)
-    except ValueError:
-        raise InputError(f"input '{name}' is {value!r}; it must be a whole number from {low} to {high}.") from None
+    if not _WHOLE.fullmatch(value):
+        raise InputError(f"input '{name}' is {value!r}; it must be a whole number from {low} to {high}.")
+    number = int(value)
     if not low <= number <= high:
         raise InputError(f"input '{name}' is {number}; it must be from {low} to {high}.")
     return number
@@ -179,10 +183,9 @@ def _int(inputs: Inputs, defaults: dict[str, str], name: str, low: int, high: in
 
 def _float(inputs: Inputs, defaults: dict[str, str], name: str, low: float, high: float) -> float:
     value = _value(inputs, defaults, name)
-    try:
-        number = float(value)
-    except ValueError:
-        raise InputError(f"input '{name}' is {value!r}; it must be a number from {low:g} to {high:g}.") from None
+    if not _NUMBER.fullmatch(value):
+        raise InputError(f"input '{name}' is {value!r}; it must be a number from {low:g} to {high:g}.")
+    number = float(value)
     if not low <= number <= high:
         raise InputError(f"input '{name}' is {value}; it must be from {low:g} to {high:g}.")
     return number
@@ -230,6 +233,9 @@ def parse_metadata_json(text: str) -> MetadataJson:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"input 'metadata-json' is not valid JSON ({exc.msg} at position {exc.pos}). {hint}") from None
+    except (ValueError, RecursionError) as exc:  # a number too long to convert, or nesting too deep
+        reason = "nests too deeply" if isinstance(exc, RecursionError) else "holds a number too long to read"
+        raise InputError(f"input 'metadata-json' {reason}. {hint}") from None
     if not isinstance(data, dict):
         raise InputError(f"input 'metadata-json' is a JSON {type(data).__name__}, not an object. {hint}")
     tags, labels, annotations = data.get("tags", []), data.get("labels", {}), data.get("annotations", [])
@@ -241,8 +247,8 @@ def parse_metadata_json(text: str) -> MetadataJson:
         raise InputError(f"input 'metadata-json': 'annotations' must be a list of strings. {hint}")
     return MetadataJson(
         tags=tuple(parse_reference(tag, source="metadata-json") for tag in tags if tag.strip()),
-        labels={str(key): value for key, value in labels.items()},
-        annotations=tuple(annotations),
+        labels=dict(check_label(key, value, source="metadata-json") for key, value in labels.items()),
+        annotations=tuple(check_annotation(entry, source="metadata-json") for entry in annotations),
     )
 
 
@@ -266,7 +272,8 @@ class PlanOptions:
 
 
 def plan_options(inputs: Inputs, defaults: dict[str, str] = PLAN_INPUTS) -> PlanOptions:
-    metadata = parse_metadata_json(inputs.get("metadata-json"))
+    # JSON may span lines; what it holds is checked once decoded.
+    metadata = parse_metadata_json(inputs.raw("metadata-json") or "")
     images = [parse_image_name(item, source="images") for item in inputs.items("images")]
     if not images:
         # After metadata-action, its references already name the images.
@@ -294,7 +301,7 @@ def plan_options(inputs: Inputs, defaults: dict[str, str] = PLAN_INPUTS) -> Plan
         extra_tags=tuple(dict.fromkeys(extra_tags)),
         extra_references=tuple(dict.fromkeys(extra_refs)),
         labels=parse_labels(inputs.lines("labels"), source="labels"),
-        annotations=tuple(inputs.lines("annotations")),
+        annotations=tuple(check_annotation(entry, source="annotations") for entry in inputs.lines("annotations")),
         label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
         metadata=metadata,
         policy=tag_policy(inputs, defaults),
@@ -382,10 +389,11 @@ def _build_args(inputs: Inputs) -> tuple[str, ...]:
                 f"input 'build-args': {entry!r} is not a build argument. Write one NAME=value per line; "
                 "NAME is letters, digits and '_', not starting with a digit."
             )
-        if key == "SOURCE_DATE_EPOCH" and not entry[len(key) + 1 :].strip().isdigit():
+        if key == "SOURCE_DATE_EPOCH" and parse_epoch(entry[len(key) + 1 :].strip()) is None:
             raise InputError(
                 f"input 'build-args': {entry!r} gives SOURCE_DATE_EPOCH no time; it must be a whole number of "
-                "seconds since 1970-01-01 UTC (or leave it out: buildonce sets it from the commit's time)."
+                f"seconds since 1970-01-01 UTC, at most {MAX_EPOCH} (or leave it out: buildonce sets it from "
+                "the commit's time)."
             )
         args.append(entry)
     return tuple(args)
@@ -421,7 +429,7 @@ class BuildOptions:
         for entry in self.build_args:
             key, _, value = entry.partition("=")
             if key == "SOURCE_DATE_EPOCH":
-                return int(value)
+                return parse_epoch(value.strip())
         return None
 
 
@@ -482,7 +490,7 @@ def consume_options(inputs: Inputs) -> ConsumeOptions:
     defaults = CONSUME_INPUTS
     image_text = inputs.get("image")
     pr_text = inputs.get("pr-number")
-    if pr_text and not (pr_text.isdigit() and int(pr_text) > 0):
+    if pr_text and not (_WHOLE.fullmatch(pr_text) and int(pr_text) > 0):
         raise InputError(f"input 'pr-number' is {pr_text!r}; give the pull request number, e.g. 123.")
     tag = inputs.get("tag")
     return ConsumeOptions(

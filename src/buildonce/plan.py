@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from buildonce.context import Context
+from buildonce.errors import InputError
 from buildonce.labels import OCI, annotations_for, computed_labels, merge_labels
 from buildonce.options import PlanOptions
 from buildonce.references import ImageName, Reference
-from buildonce.tags import Kind, Subject, TagPlan, plan_tags, subject_of
+from buildonce.tags import Kind, Subject, TagPlan, TagPolicy, immutable_shape, named_commit, plan_tags, subject_of
 
 DEPENDABOT = "dependabot[bot]"
 _LOCAL_KINDS = frozenset({Kind.PULL_REQUEST, Kind.BRANCH, Kind.MERGE_GROUP})
@@ -38,6 +39,9 @@ class Plan:
     created_from_clock: bool
     default_branch: str
     """As the payload (or the default-branch input) names it; empty when unknown."""
+    immutable_tags: frozenset[str] = frozenset()
+    """Every planned tag that names this commit as an immutable tag does: the planned immutable tag and
+    any other of that shape (a git tag ``sha-<this commit>``, a metadata-action ``type=sha`` tag)."""
 
     @property
     def immutable_tag(self) -> str:
@@ -53,7 +57,10 @@ class Plan:
 
     @property
     def immutable_references(self) -> tuple[Reference, ...]:
-        return tuple(ref for ref in self.references if ref.tag == self.immutable_tag)
+        """Every reference the immutable-tag check looks at, the planned immutable tag's first."""
+        own = [ref for ref in self.references if ref.tag == self.immutable_tag]
+        also = [ref for ref in self.references if ref.tag != self.immutable_tag and ref.tag in self.immutable_tags]
+        return (*own, *also)
 
     def warnings(self) -> list[str]:
         """What the log should say about guesses the plan had to make."""
@@ -100,24 +107,83 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _same_repository(head: str, base: str) -> bool:
+    """Whether code comes from the repository itself; an unknown side (a deleted fork) counts as a fork."""
+    return bool(head) and bool(base) and head.lower() == base.lower()
+
+
+def foreign_code(context: Context) -> str:
+    """Why this run builds code that ``push: auto`` must not push, or "" when it may.
+
+    A fork's code is never pushed, whatever event brings it: ``pull_request`` and ``pull_request_target``
+    name the head repository, a ``workflow_run`` the triggering run's. Dependabot's is not pushed either:
+    GitHub gives the runs it starts a read-only GITHUB_TOKEN (``pull_request_target`` and re-runs by
+    someone else included), and the same rule holds for its pull requests brought by ``workflow_run``.
+    A ``merge_group`` is pushed: GitHub makes its commit in this repository, from pull requests someone
+    with write access queued after review, and that commit is what the default branch gets next.
+    """
+    repository = context.repository.full_name
+    pr, upstream = context.pull_request, context.upstream
+    fork_of = ""
+    if pr is not None and not _same_repository(pr.head_repo, repository):
+        fork_of = f"pull request #{pr.number} comes from the fork {pr.head_repo or '(deleted or unknown)'}"
+    elif upstream is not None and not _same_repository(upstream.head_repo, repository):
+        fork_of = (
+            f"the triggering {upstream.event or 'run'} ran code of the fork "
+            f"{upstream.head_repo or '(deleted or unknown)'}"
+        )
+    if fork_of:
+        return f"{fork_of}, and a fork's code is never pushed by default; the image is kept as an artifact instead"
+    actors = {context.actor, *(upstream.actors if upstream else ()), pr.author if pr else ""}
+    if DEPENDABOT in actors:
+        return (
+            "Dependabot's runs get a read-only GITHUB_TOKEN and its code is not pushed by default; the image is "
+            "kept as an artifact instead (set push: true if your registry credentials allow it)"
+        )
+    return ""
+
+
 def _push_decision(context: Context, options: PlanOptions) -> Decision:
-    pr = context.pull_request
     if options.push.value != "auto":
         return Decision(options.push.decide(True), "set by the 'push' input")
-    if context.event_name == "pull_request" and pr is not None:
-        if pr.head_repo != context.repository.full_name:
-            return Decision(
-                False,
-                f"pull request #{pr.number} comes from the fork {pr.head_repo or '(deleted)'}, "
-                "whose GITHUB_TOKEN cannot write packages; the image is kept as an artifact instead",
-            )
-        if context.actor == DEPENDABOT:
-            return Decision(
-                False,
-                "Dependabot pull requests get a read-only GITHUB_TOKEN; the image is kept as an artifact "
-                "instead (set push: true if your registry credentials allow it)",
-            )
-    return Decision(True, "push by default")
+    reason = foreign_code(context)
+    return Decision(False, reason) if reason else Decision(True, "push by default")
+
+
+def _immutable_tags(subject: Subject, policy: TagPolicy, sourced: dict[str, str]) -> frozenset[str]:
+    """The planned tags that name this commit as immutable tags do; any naming another commit is refused.
+
+    ``sourced`` maps every planned tag to where it came from, for the error. A tag of that shape names
+    this build when its sha is the one the immutable tag names or the commit built (a pull request's
+    merge commit, which metadata-action's ``type=sha`` names)."""
+    length = policy.sha_length
+    ours = {sha[:length] for sha in (subject.sha, subject.revision) if sha}
+    found = set()
+    for tag, source in sourced.items():
+        named = named_commit(tag, policy)
+        if named is None:
+            continue
+        if named in ours:
+            found.add(tag)
+            continue
+        raise InputError(
+            f"the planned tag {tag!r} ({source}) has the shape of an immutable tag, "
+            f"{immutable_shape(tag, policy)}, and names the commit {named}, but this build is of "
+            f"{subject.sha[:12]}: pushing it would move that commit's immutable tag to this image. "
+            f"{_fix_for(source, subject, length)}"
+        )
+    return frozenset(found)
+
+
+def _fix_for(source: str, subject: Subject, length: int) -> str:
+    if source.startswith("the git tag"):
+        return (
+            f"Rename the git tag: a name ending in '-' and {length} hex digits reads as a commit's tag "
+            "(sha-<commit>, pr-<number>-<commit>, <branch>-<commit>)."
+        )
+    if "metadata-json" in source:
+        return "Remove it from docker/metadata-action's tags, or have it name this build's commit."
+    return f"Remove it from the 'tags' input, or have it name this build's commit ({subject.sha[:length]})."
 
 
 def make_plan(context: Context, options: PlanOptions, *, now: datetime) -> Plan:
@@ -127,6 +193,14 @@ def make_plan(context: Context, options: PlanOptions, *, now: datetime) -> Plan:
     tags = tuple(dict.fromkeys((*tag_plan.tags, *options.extra_tags)))
     references = [Reference(image, tag) for image in options.images for tag in tags]
     references += [*options.metadata.tags, *options.extra_references]
+    derived = f"the git tag {subject.ref_name!r}" if subject.kind is Kind.TAG else "planned from the event"
+    sourced = {
+        **{ref.tag: "input 'tags'" for ref in options.extra_references},
+        **{ref.tag: "input 'metadata-json'" for ref in options.metadata.tags},
+        **dict.fromkeys(options.extra_tags, "input 'tags'"),
+        **dict.fromkeys(tag_plan.tags, derived),
+    }
+    immutable_tags = _immutable_tags(subject, options.policy, sourced)
     created = context.commit_time or now
 
     labels = merge_labels(
@@ -172,6 +246,7 @@ def make_plan(context: Context, options: PlanOptions, *, now: datetime) -> Plan:
         artifact_name=artifact_name,
         created_from_clock=context.commit_time is None,
         default_branch=context.default_branch,
+        immutable_tags=immutable_tags | {tag_plan.immutable},
     )
 
 
@@ -181,6 +256,7 @@ def describe(plan: Plan) -> str:
     lines = [
         f"Building {subject.kind.value.replace('_', ' ')} {_what(subject)} at {subject.sha[:12]}",
         f"  immutable tag: {plan.immutable_tag}",
+        *(f"  also checked as immutable: {tag}" for tag in sorted(plan.immutable_tags - {plan.immutable_tag})),
         "  references:",
         *(f"    {ref}" for ref in plan.references),
         f"  push: {_flag(plan.push.value)} ({plan.push.reason})",

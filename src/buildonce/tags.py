@@ -19,11 +19,17 @@ FALLBACK_NAME = "branch"
 
 _NOT_ALLOWED = re.compile(r"[^a-z0-9-]")
 _DASHES = re.compile(r"-{2,}")
+# ASCII digits only: '\d' also matches Arabic-Indic and other digits, so a git tag spelled in them would
+# read as 1.2.3 and take the tags of the real v1.2.3.
 _SEMVER = re.compile(
-    r"^v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
-    r"(?:-(?P<pre>(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+(?P<build>[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"v?(?P<major>0|[1-9][0-9]*)\.(?P<minor>0|[1-9][0-9]*)\.(?P<patch>0|[1-9][0-9]*)"
+    r"(?:-(?P<pre>(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)"
+    r"(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+(?P<build>[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
+_HEX = frozenset("0123456789abcdef")
+_SANITIZED = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_PR_NAME = re.compile(r"pr-[0-9]+")
 
 
 def sanitize(name: str, max_length: int = MAX_TAG_LENGTH) -> str:
@@ -38,22 +44,39 @@ def sanitize(name: str, max_length: int = MAX_TAG_LENGTH) -> str:
     return text or FALLBACK_NAME[:max_length]
 
 
-def name_sha_tag(name: str, sha: str, *, prefix: str = "", suffix: str = "") -> str:
-    """``{sanitized name}-{sha}``, truncated so that the whole tag, prefix and suffix included, fits 128."""
-    room = MAX_TAG_LENGTH - len(prefix) - len(suffix) - len(sha) - 1
+def _room(prefix: str, suffix: str, reserved: int = 0) -> int:
+    """What a name may take of a tag once the prefix, the suffix and ``reserved`` characters are counted.
+
+    Every tag derived from a name (a branch, a merge queue's ref, a git tag, a version) is cut to this;
+    only the prefix and suffix, which the user chose, can leave too little."""
+    room = MAX_TAG_LENGTH - len(prefix) - len(suffix) - reserved
     if room < 1:
         raise InputError(
-            f"tag-prefix {prefix!r} and tag-suffix {suffix!r} leave no room for a branch name in a "
-            f"{MAX_TAG_LENGTH}-character tag. Shorten them."
+            f"input 'tag-prefix' ({len(prefix)} characters) and 'tag-suffix' ({len(suffix)}) leave no room for "
+            f"the name in a {MAX_TAG_LENGTH}-character tag. Shorten them."
         )
-    return f"{prefix}{sanitize(name, room)}-{sha}{suffix}"
+    return room
+
+
+def name_sha_tag(name: str, sha: str, *, prefix: str = "", suffix: str = "") -> str:
+    """``{sanitized name}-{sha}``, truncated so that the whole tag, prefix and suffix included, fits 128."""
+    return f"{prefix}{sanitize(name, _room(prefix, suffix, len(sha) + 1))}-{sha}{suffix}"
+
+
+def cut(text: str, max_length: int) -> str:
+    """A tag's name part cut to ``max_length``, as ``sanitize`` cuts a branch name: no '.' or '-' left
+    dangling at the cut."""
+    return text if len(text) <= max_length else text[:max_length].rstrip(".-")
 
 
 @dataclass(frozen=True)
 class SemVer:
-    major: int
-    minor: int
-    patch: int
+    """The parts as written (the grammar allows no leading zeros, so the text is the number), never
+    converted: a git tag may carry more digits than ``int()`` reads."""
+
+    major: str
+    minor: str
+    patch: str
     prerelease: str
     build: str
 
@@ -69,13 +92,13 @@ class SemVer:
 
 
 def parse_semver(name: str) -> SemVer | None:
-    match = _SEMVER.match(name)
+    match = _SEMVER.fullmatch(name)
     if match is None:
         return None
     return SemVer(
-        major=int(match["major"]),
-        minor=int(match["minor"]),
-        patch=int(match["patch"]),
+        major=match["major"],
+        minor=match["minor"],
+        patch=match["patch"],
         prerelease=match["pre"] or "",
         build=match["build"] or "",
     )
@@ -235,20 +258,53 @@ def plan_tags(subject: Subject, policy: TagPolicy) -> TagPlan:
     candidates = (plan.immutable, sha_tag) if subject.ambiguous_ref else (plan.immutable,)
     for tag in (*plan.tags, *candidates):
         if not is_valid_tag(tag):
-            raise InputError(f"the planned tag {tag!r} is not a valid tag; check the tag-prefix and tag-suffix inputs.")
+            # Names are cut to fit, so only the prefix and suffix (with the sha) can make a tag too long.
+            raise InputError(
+                f"the planned tag {tag!r} is not a valid tag: input 'tag-prefix' ({len(prefix)} characters) "
+                f"and 'tag-suffix' ({len(suffix)}) leave it longer than {MAX_TAG_LENGTH}. Shorten them."
+            )
     return TagPlan(plan.immutable, plan.tags, plan.version, candidates)
 
 
 def _git_tag_plan(name: str, sha_tag: str, prefix: str, suffix: str) -> TagPlan:
+    room = _room(prefix, suffix)
     semver = parse_semver(name)
     if semver is None:
-        room = MAX_TAG_LENGTH - len(prefix) - len(suffix)
         tag = f"{prefix}{sanitize(name, room)}{suffix}"
         return TagPlan(sha_tag, (tag, sha_tag), sanitize(name))
     names = [semver.version]
     if not semver.prerelease:
         names.append(f"{semver.major}.{semver.minor}")
-        if semver.major != 0:
-            names.append(str(semver.major))
-    tags = tuple(f"{prefix}{item}{suffix}" for item in names)
+        if semver.major != "0":
+            names.append(semver.major)
+    # The version label keeps the whole version; only the tags are cut.
+    tags = tuple(dict.fromkeys(f"{prefix}{cut(item, room)}{suffix}" for item in names))
     return TagPlan(sha_tag, (*tags, sha_tag), semver.version)
+
+
+def named_commit(tag: str, policy: TagPolicy) -> str | None:
+    """The abbreviated commit ``tag`` names if it has the shape of one of this policy's immutable tags.
+
+    Every immutable tag is ``{prefix}{name}-{sha}{suffix}``, whether ``sha-…``, ``pr-<number>-…`` or
+    ``<branch>-…``: the name in sanitized characters, the sha ``sha-length`` lower-case hex digits. Any
+    planned tag of that shape could be another commit's immutable tag, whichever input it came from.
+    """
+    prefix, suffix = policy.prefix, policy.suffix
+    if len(tag) <= len(prefix) + len(suffix) or not (tag.startswith(prefix) and tag.endswith(suffix)):
+        return None
+    name, dash, sha = tag[len(prefix) : len(tag) - len(suffix)].rpartition("-")
+    if not dash or len(sha) != policy.sha_length or not set(sha) <= _HEX or not _SANITIZED.fullmatch(name):
+        return None
+    return sha
+
+
+def immutable_shape(tag: str, policy: TagPolicy) -> str:
+    """How an immutable-shaped tag reads, for an error message: ``sha-<commit>``, ``pr-<number>-<commit>``
+    or ``<branch>-<commit>``."""
+    name = tag[len(policy.prefix) : len(tag) - len(policy.suffix)].rpartition("-")[0]
+    shape = "<branch>-<commit>"
+    if name == "sha":
+        shape = "sha-<commit>"
+    elif _PR_NAME.fullmatch(name):
+        shape = "pr-<number>-<commit>"
+    return f"{policy.prefix}{shape}{policy.suffix}"

@@ -20,9 +20,44 @@ from typing import TextIO
 
 from actions_toolkit.command import Command
 
-from buildonce.errors import InputError
+from buildonce.errors import FatalError, InputError
 
-_INPUT_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_INPUT_NAME = re.compile(r"[a-z][a-z0-9-]*")
+# C0 and C1 controls (line breaks, tab, escape, NUL, DEL), the Unicode line and paragraph separators, and
+# unpaired surrogates (JSON can spell them; UTF-8 cannot write them).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_LINE_BREAKS = "\r\n\x0b\x0c\x85\u2028\u2029"
+
+
+def check_text(value: str, where: str, *, error: type[FatalError] = InputError, hint: str = "") -> str:
+    """``value`` unchanged if it is printable text on one line; else one error naming ``where``.
+
+    Every value from an input or the event payload goes through here before it can reach a log line, an
+    output, a label or a buildx argument: a line break there starts a workflow command or another output
+    line, an escape rewrites the log, a NUL cannot be passed to a process at all. The value itself is not
+    shown, since it may be a secret.
+    """
+    match = _CONTROL.search(value)
+    if match is None:
+        return value
+    char = match.group()
+    kind = (
+        "a line break"
+        if char in _LINE_BREAKS
+        else "an unpaired surrogate"
+        if "\ud800" <= char <= "\udfff"
+        else "a control character"
+    )
+    raise error(
+        f"{where} holds {kind} (U+{ord(char):04X}) at position {match.start() + 1}; "
+        + (hint or "remove it: every value must be printable text on one line.")
+    )
+
+
+def fold_text(value: str) -> str:
+    """Free text (a repository's description) on one line: every control character and run of spaces
+    becomes one space. Only for prose that is shown, never for a name, a tag or a key."""
+    return " ".join(_CONTROL.sub(" ", value).split())
 
 
 class Inputs:
@@ -42,7 +77,7 @@ class Inputs:
         for flag in flags:
             name, sep, value = flag.partition("=")
             name = name.strip().lower().replace("_", "-")
-            if not sep or not _INPUT_NAME.match(name):
+            if not sep or not _INPUT_NAME.fullmatch(name):
                 raise InputError(
                     f"--input {flag!r} is not of the form name=value. "
                     "Write it as --input build-args=FOO=bar (the first '=' ends the name)."
@@ -60,22 +95,25 @@ class Inputs:
         return None
 
     def get(self, name: str, default: str = "") -> str:
-        """The trimmed value, or ``default`` when the input is unset or blank."""
+        """The trimmed value, or ``default`` when the input is unset or blank; one line of text."""
         value = (self.raw(name) or "").strip()
-        return value or default
+        return check_text(value, f"input '{name}'") or default
 
     def lines(self, name: str) -> list[str]:
         """A newline-separated list, for values that may hold commas (build-args, cache-to, labels)."""
-        return _split(self.raw(name) or "", commas=False)
+        return _split(name, self.raw(name) or "", commas=False)
 
     def items(self, name: str) -> list[str]:
         """A list separated by newlines or commas (images, tags, platforms)."""
-        return _split(self.raw(name) or "", commas=True)
+        return _split(name, self.raw(name) or "", commas=True)
 
 
-def _split(value: str, *, commas: bool) -> list[str]:
+def _split(name: str, value: str, *, commas: bool) -> list[str]:
     parts = re.split(r"[\r\n,]" if commas else r"[\r\n]", value)
-    return [part.strip() for part in parts if part.strip() and not part.strip().startswith("#")]
+    entries = [part.strip() for part in parts if part.strip() and not part.strip().startswith("#")]
+    for number, entry in enumerate(entries, 1):
+        check_text(entry, f"input '{name}' (entry {number})")
+    return entries
 
 
 def _command(name: str, message: str, **properties: str) -> str:

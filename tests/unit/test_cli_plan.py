@@ -135,24 +135,53 @@ def test_unknown_input_flag(runner: dict[str, str]) -> None:
 def test_payload_text_cannot_inject_outputs(runner: dict[str, str], tmp_path: Path) -> None:
     data = json.loads((FIXTURES / "push-branch.json").read_text())
     data["repository"]["description"] = "x\nEOF\nimmutable-tag=pwned\nghadelimiter_x\ndigest<<EOF\nsha256:bad\nEOF"
-    data["ref"] = "refs/heads/evil\nimmutable-tag=pwned"
     event = tmp_path / "event.json"
     event.write_text(json.dumps(data))
     env = {
         **runner_env("push-branch"),
         **runner,
         "GITHUB_EVENT_PATH": str(event),
-        "GITHUB_REF": data["ref"],
         "INPUT_IMAGES": "a/b",
         "INPUT_LABELS": "com.acme.note=a<<EOF\ncom.acme.b=EOF",
     }
     code, log = run(["plan"], env)
     assert code == 0, log
     outputs = parse_outputs(Path(runner["GITHUB_OUTPUT"]).read_text())
-    assert outputs["immutable-tag"] == "evil-immutable-tag-pwned-abc1234"
+    assert outputs["immutable-tag"] == "feature-add-new-feature-abc1234"
     assert "digest" not in outputs
-    assert "pwned" not in outputs["immutable-tag"].split("-abc1234")[1]
     assert outputs["labels"].count("\n") == len(json.loads(outputs["json"])["labels"]) - 1
+    # The description is prose: folded onto one line, not refused.
+    assert "org.opencontainers.image.description=x EOF immutable-tag=pwned" in outputs["labels"]
+
+
+@pytest.mark.parametrize(
+    ("where", "change"),
+    [
+        ("GITHUB_REF", {"GITHUB_REF": "refs/heads/evil\n::warning::pwned"}),
+        ("repository.full_name", {"repository": {"full_name": "acme/widget\n::warning::pwned"}}),
+        ("ref", {"ref": "refs/heads/evil\u2028immutable-tag=pwned"}),
+        ("head_commit.timestamp", {"head_commit": {"timestamp": "\u001b[2J"}}),
+    ],
+)
+def test_a_control_character_in_the_event_is_one_error(
+    runner: dict[str, str], tmp_path: Path, where: str, change: dict[str, object]
+) -> None:
+    data = json.loads((FIXTURES / "push-branch.json").read_text())
+    env = {**runner_env("push-branch"), **runner, "INPUT_IMAGES": "a/b"}
+    if where.startswith("GITHUB_"):
+        env.update(change)  # type: ignore[arg-type]
+    else:
+        data.update(change)
+        env.pop("GITHUB_REF")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(data))
+    env["GITHUB_EVENT_PATH"] = str(event)
+    code, log = run(["plan"], env)
+    assert code == 1
+    (error,) = commands(log, "error")
+    assert where in error
+    assert "pwned" not in log
+    assert Path(runner["GITHUB_OUTPUT"]).read_text() == ""
 
 
 def test_console_script_and_module_both_run() -> None:
