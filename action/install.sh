@@ -42,7 +42,8 @@ else
   echo "::group::Install buildonce $version into $venv"
   rm -rf "$venv"
   "$base" -I -m venv "$venv"
-  "$venv/bin/python" -I -m pip install --quiet --disable-pip-version-check --no-input \
+  # --no-deps: the lock is the whole runtime set (see scripts/lock).
+  "$venv/bin/python" -I -m pip install --quiet --disable-pip-version-check --no-input --no-deps \
     --require-hashes -r "$root/requirements.lock"
   site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
   cp -R "$root/src/buildonce" "$site/buildonce"
