@@ -24,8 +24,9 @@ ARG DOCKER_CLI_IMAGE=docker:29.6.2-cli@sha256:be132a9f282288de4afaf63379dff75711
 FROM ${DOCKER_CLI_IMAGE} AS docker-cli
 
 FROM ${BASE_IMAGE} AS builder
-# The runtime set is installed from requirements.lock with --require-hashes. The build backend is pinned by
-# hash too: with build isolation pip would fetch whatever setuptools is newest, unchecked.
+# The runtime set is installed from requirements.lock with --require-hashes and --no-deps (the lock is the
+# whole set, see scripts/lock). The build backend is pinned by hash too: with build isolation pip would fetch
+# whatever setuptools is newest, unchecked.
 ARG SETUPTOOLS="setuptools==84.2.1 --hash=sha256:ca140b45d5325a9478f880e351484f62fef15f336462e449ca0c03c873d589c2"
 COPY requirements.lock /tmp/requirements.lock
 RUN --mount=type=secret,id=ca-bundle,required=false \
@@ -36,7 +37,7 @@ RUN --mount=type=secret,id=ca-bundle,required=false \
     fi; \
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore; \
     python3 -m venv /opt/buildonce; \
-    /opt/buildonce/bin/pip install --quiet --require-hashes --only-binary :all: -r /tmp/requirements.lock; \
+    /opt/buildonce/bin/pip install --quiet --require-hashes --no-deps --only-binary :all: -r /tmp/requirements.lock; \
     python3 -m venv /opt/build-backend; \
     echo "$SETUPTOOLS" >/tmp/build-backend.txt; \
     /opt/build-backend/bin/pip install --quiet --require-hashes -r /tmp/build-backend.txt

@@ -1,0 +1,237 @@
+"""action/install.py's pure parts: the lock, environment markers, the wheel store and the wheel's paths."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCK = ROOT / "requirements.lock"
+
+
+def load_installer() -> Any:
+    spec = importlib.util.spec_from_file_location("buildonce_install_script", ROOT / "action" / "install.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+install = load_installer()
+LINUX_311 = {
+    "os_name": "posix",
+    "sys_platform": "linux",
+    "platform_machine": "x86_64",
+    "platform_python_implementation": "CPython",
+    "platform_release": "6.1.0",
+    "platform_system": "Linux",
+    "platform_version": "#1 SMP",
+    "python_version": "3.11",
+    "python_full_version": "3.11.7",
+    "implementation_name": "cpython",
+    "implementation_version": "3.11.7",
+}
+
+
+# --- the lock -----------------------------------------------------------------------------------------------
+
+
+def test_the_lock_pins_every_package_with_hashes() -> None:
+    requirements = install.parse_lock(LOCK.read_text())
+    names = [requirement.name for requirement in requirements]
+    assert len(names) == len(set(names))
+    assert {"actions-toolkit", "docker", "requests", "tenacity", "zstandard"} <= set(names)
+    for requirement in requirements:
+        assert re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", requirement.version), requirement
+        assert requirement.hashes, requirement
+        assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in requirement.hashes)
+
+
+def test_the_lock_leaves_out_what_buildonce_never_imports() -> None:
+    names = {requirement.name for requirement in install.parse_lock(LOCK.read_text())}
+    left_out = {"pygithub", "pyjwt", "pynacl", "cryptography", "cffi", "pycparser", "typing-extensions", "pyyaml"}
+    assert not names & left_out
+
+
+def test_a_lock_entry_reads_with_its_marker_and_hashes() -> None:
+    text = (
+        "# a comment\n"
+        "pywin32==312 ; sys_platform == 'win32' \\\n"
+        f"    --hash=sha256:{'a' * 64} \\\n"
+        f"    --hash=sha256:{'b' * 64}\n"
+        "    # via docker\n"
+        f"Docker_SDK==7.2.0 --hash=sha256:{'c' * 64}\n"
+    )
+    first, second = install.parse_lock(text)
+    assert (first.name, first.version, first.marker) == ("pywin32", "312", "sys_platform == 'win32'")
+    assert first.hashes == {"a" * 64, "b" * 64}
+    assert first.text == "pywin32==312"
+    assert (second.name, second.marker, second.text) == ("docker-sdk", "", "Docker_SDK==7.2.0")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "requests>=2 --hash=sha256:" + "a" * 64 + "\n",  # not pinned
+        "requests==2.34.2\n",  # no hash
+        "requests==2.34.2 --hash=md5:abc\n",  # not sha256
+        "--index-url https://example.invalid/simple\n",  # an option instead of a package
+        "https://example.invalid/requests.whl --hash=sha256:" + "a" * 64 + "\n",
+    ],
+)
+def test_a_lock_that_does_not_pin_and_hash_is_refused(text: str) -> None:
+    with pytest.raises(install.InstallError, match="regenerate it with scripts/lock"):
+        install.parse_lock(text)
+
+
+# --- markers ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("marker", "expected"),
+    [
+        ("", True),
+        ("sys_platform == 'win32'", False),
+        ("sys_platform != 'win32'", True),
+        ("python_full_version < '3.11'", False),
+        ("python_full_version >= '3.11'", True),
+        ("python_version >= '3.9' and python_version < '3.12'", True),
+        ("python_version > '3.11'", False),
+        ("python_version == '3.11'", True),
+        ("python_full_version == '3.11.7'", True),
+        ("python_version ~= '3.10'", True),
+        ("python_full_version ~= '3.10.2'", False),
+        ("implementation_name != 'PyPy' and platform_python_implementation != 'PyPy'", True),
+        ("sys_platform == 'win32' or sys_platform == 'linux'", True),
+        ("(sys_platform == 'win32' or os_name == 'nt') and python_version >= '3'", False),
+        ("sys_platform == 'darwin' or (platform_machine == 'x86_64' and python_version < '3.12')", True),
+        ("'linux' in sys_platform", True),
+        ("'win' not in sys_platform", True),
+        ('platform_system == "Linux"', True),
+    ],
+)
+def test_markers_evaluate_as_pep_508_says(marker: str, expected: bool) -> None:
+    assert install.evaluate_marker(marker, LINUX_311) is expected
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "extra == 'socks'",
+        "sys_platform = 'linux'",
+        "(sys_platform == 'linux'",
+        "sys_platform ==",
+        "python_version < 'x'",
+    ],
+)
+def test_a_marker_that_cannot_be_read_is_an_error_not_a_guess(marker: str) -> None:
+    with pytest.raises(install.InstallError, match=r"marker|version"):
+        install.evaluate_marker(marker, LINUX_311)
+
+
+def test_this_interpreter_gets_every_unconditional_package_of_the_lock() -> None:
+    requirements = install.parse_lock(LOCK.read_text())
+    wanted = install.applicable(requirements, install.marker_environment())
+    assert {requirement.name for requirement in requirements if not requirement.marker} <= {
+        requirement.name for requirement in wanted
+    }
+
+
+# --- the store ----------------------------------------------------------------------------------------------
+
+
+def fake_wheel(path: Path, name: str, version: str, files: dict[str, str]) -> str:
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+        archive.writestr(f"{name}-{version}.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n")
+        archive.writestr(f"{name}-{version}.dist-info/METADATA", f"Name: {name}\nVersion: {version}\n")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def requirement(name: str, version: str, *hashes: str) -> Any:
+    return install.Requirement(name, version, "", frozenset(hashes), f"{name}=={version}")
+
+
+def test_the_store_matches_wheels_by_hash_and_drops_the_rest(tmp_path: Path) -> None:
+    good = fake_wheel(tmp_path / "alpha-1.0-py3-none-any.whl", "alpha", "1.0", {"alpha/__init__.py": ""})
+    fake_wheel(tmp_path / "beta-2.0-py3-none-any.whl", "beta", "2.0", {"beta/__init__.py": "evil = True\n"})
+    wanted = [requirement("alpha", "1.0", good), requirement("beta", "2.0", "0" * 64)]
+    seen = install.check_store(tmp_path, wanted, drop=False)
+    assert set(seen.found) == {"alpha"}
+    assert [missing.name for missing in seen.missing] == ["beta"]
+    assert seen.dropped == ["beta-2.0-py3-none-any.whl"]
+    assert (tmp_path / "beta-2.0-py3-none-any.whl").exists()  # drop=False only looks
+    install.check_store(tmp_path, wanted, drop=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["alpha-1.0-py3-none-any.whl"]
+
+
+def test_the_store_key_changes_with_the_lock_and_names_the_interpreter() -> None:
+    key = install.store_key(b"one")
+    assert key != install.store_key(b"two")
+    assert key == install.store_key(b"one")
+    assert install.sys.implementation.cache_tag.replace("-", "_") in key
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", key)
+
+
+def test_the_store_lives_in_the_tool_cache_when_there_is_one(tmp_path: Path) -> None:
+    assert install.store_root({"RUNNER_TOOL_CACHE": str(tmp_path)}, tmp_path / "temp") == tmp_path / "buildonce-wheels"
+    missing = tmp_path / "missing"
+    assert install.store_root({"RUNNER_TOOL_CACHE": str(missing)}, tmp_path / "t") == tmp_path / "t/buildonce/wheels"
+    assert install.store_root({}, tmp_path / "t") == tmp_path / "t" / "buildonce" / "wheels"
+
+
+# --- unpacking ----------------------------------------------------------------------------------------------
+
+
+def test_a_wheel_unpacks_into_site_packages_with_its_purelib_data(tmp_path: Path) -> None:
+    wheel = tmp_path / "alpha-1.0-py3-none-any.whl"
+    fake_wheel(wheel, "alpha", "1.0", {"alpha/__init__.py": "A = 1\n", "alpha-1.0.data/purelib/extra.py": "B = 2\n"})
+    site = tmp_path / "site"
+    assert install.unpack(wheel, site) == "alpha-1.0.dist-info"
+    assert (site / "alpha" / "__init__.py").read_text() == "A = 1\n"
+    assert (site / "extra.py").read_text() == "B = 2\n"
+    assert (site / "alpha-1.0.dist-info" / "INSTALLER").read_text() == "buildonce\n"
+    assert install.installed_distributions(site) == {("alpha", "1.0")}
+
+
+@pytest.mark.parametrize("member", ["../escape.py", "/etc/escape.py", "alpha/../../escape.py", "C:/escape.py"])
+def test_a_wheel_path_outside_site_packages_is_refused(tmp_path: Path, member: str) -> None:
+    wheel = tmp_path / "alpha-1.0-py3-none-any.whl"
+    fake_wheel(wheel, "alpha", "1.0", {member: "x = 1\n"})
+    with pytest.raises(install.InstallError, match="outside the venv"):
+        install.unpack(wheel, tmp_path / "site")
+    assert not (tmp_path / "escape.py").exists()
+
+
+def test_a_wheel_with_scripts_or_data_is_refused_rather_than_half_installed(tmp_path: Path) -> None:
+    wheel = tmp_path / "alpha-1.0-py3-none-any.whl"
+    fake_wheel(wheel, "alpha", "1.0", {"alpha-1.0.data/scripts/alpha": "#!python\n"})
+    with pytest.raises(install.InstallError, match="only unpacks purelib and platlib"):
+        install.unpack(wheel, tmp_path / "site")
+
+
+# --- the action's steps -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [ROOT / "action.yml", ROOT / "consume" / "action.yml"], ids=["build", "consume"])
+def test_the_wheels_are_found_then_restored_then_installed(path: Path) -> None:
+    steps = yaml.safe_load(path.read_text())["runs"]["steps"]
+    ids = [step.get("id", step.get("uses", "").split("@")[0]) for step in steps]
+    plan, restore, install_step = (steps[ids.index(name)] for name in ("wheels", "actions/cache", "install"))
+    assert ids.index("wheels") + 1 == ids.index("actions/cache") == ids.index("install") - 1
+    assert plan["run"].endswith('install.sh" plan')
+    assert restore["if"] == "steps.wheels.outputs.restore == 'true'"
+    assert restore["with"] == {"path": "${{ steps.wheels.outputs.path }}", "key": "${{ steps.wheels.outputs.key }}"}
+    assert re.fullmatch(r"actions/cache@[0-9a-f]{40}", restore["uses"])
+    assert install_step["run"].endswith('install.sh"')
