@@ -233,20 +233,23 @@ class BuildJob:
 
     # --- before building -------------------------------------------------------------------------
     def check_immutable_tags(self) -> Existing | None:
-        """Fail if an immutable tag holds another commit's image; return that image if every one already
-        holds this commit's image (so there is nothing to build)."""
+        """Fail if an immutable tag holds another commit's image; return this commit's image if one is
+        already there (so there is nothing to build: the missing tags and repositories get that image).
+
+        Every reference of an immutable tag's shape is checked, the plan's own immutable tag in each
+        repository and any other planned tag that names this commit.
+        """
         subject = self.plan.subject
         ours: dict[str, dict[str, str]] = {}
-        complete = True
+        overwrite = False
         for ref in self.plan.immutable_references:
             digest = self._resolve(ref)
             if digest is None:
-                complete = False
                 continue
             labels = self._labels_of(ref, digest)
             built_from = commit_of(subject, labels, self.keys)
             if built_from == subject.sha:
-                ours[digest] = labels
+                ours.setdefault(digest, labels)
                 continue
             other = built_from or "an unknown commit (the image has no revision label)"
             if not self.options.allow_overwrite:
@@ -256,11 +259,16 @@ class BuildJob:
                     "set allow-overwrite: true."
                 )
             self.console.warning(f"{ref} holds an image of {other}; overwriting it (allow-overwrite is set)")
-            complete = False
-        if complete and len(ours) == 1:
-            ((digest, labels),) = ours.items()
-            return Existing(digest, labels)
-        return None
+            overwrite = True
+        if overwrite or not ours:
+            return None
+        if len(ours) > 1:
+            raise ImmutableTagError(
+                f"the immutable tags of {subject.sha} hold different images of it ({', '.join(sorted(ours))}); "
+                "none of them is moved to another. Set rebuild: true and allow-overwrite: true to replace them all."
+            )
+        ((digest, labels),) = ours.items()
+        return Existing(digest, labels)
 
     # --- the two ways to a pushed image ----------------------------------------------------------
     def reuse(self, existing: Existing) -> BuildReport:
@@ -284,6 +292,7 @@ class BuildJob:
         missing = [ref for ref in plan.references if self._resolve(ref) != digest]
         if missing:
             with self.console.group(f"Tag: {len(missing)} reference(s)"):
+                self._copy_where_missing(missing, digest)
                 self._tag_in_registry(missing, digest)
         if plan.load.value:
             source = self._own_references()[0]
@@ -409,6 +418,18 @@ class BuildJob:
         if outcome.digest and digest != outcome.digest:
             raise VerificationError(f"the layout holds {digest}, but the build reported {outcome.digest}.")
         return digest
+
+    def _copy_where_missing(self, references: Sequence[Reference], digest: str) -> None:
+        """Copy the image by digest into each repository of ``references`` that lacks it, from one that has it."""
+        repositories = list(dict.fromkeys(ref.image for ref in [*self.plan.references]))
+        holders = [image for image in repositories if self._resolve(Reference(image, digest)) == digest]
+        if not holders:
+            raise VerificationError(f"{digest} is in none of the repositories any more.")
+        for image in dict.fromkeys(ref.image for ref in references):
+            if image in holders:
+                continue
+            self.policy.call(partial(self.registry.copy_image, holders[0], digest, image), f"copy {digest} to {image}")
+            self.console.info(f"Copied {holders[0].with_digest(digest)} to {image}")
 
     def _tag_in_registry(self, references: Sequence[Reference], digest: str) -> None:
         """Put the manifest of ``digest`` under each reference; the image is already in each repository."""

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import re
+import tempfile
 import threading
 import time
 import warnings
@@ -154,7 +155,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() also takes "²", which float() does not
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -558,6 +559,59 @@ class Registry:
                 self._put_checked(target, ref.tag, image.top)
             pushed_to.setdefault(registry, target)
         return image.top.digest
+
+    @_operation
+    def copy_image(self, source: ImageName, digest: str, target: ImageName) -> None:
+        """Copy ``source@digest`` into ``target`` by digest, no tag: every blob it lacks (mounted within one
+        registry, else downloaded and uploaded), then the manifests below the top one, then the top one."""
+        top = self.get_manifest(source, digest)
+        if top is None:
+            raise self._error(f"copy {describe(source, digest)}: {source.registry} does not have it.")
+        manifests: list[Manifest] = []
+        blobs: dict[str, int] = {}
+        self._collect(source, top, manifests, blobs)
+        same_registry = normalize_registry(source.registry) == normalize_registry(target.registry)
+        scopes: tuple[str, ...] = (_scope(target, "pull,push"), _scope(source, "pull"))
+        with tempfile.TemporaryDirectory(prefix="buildonce-copy-") as scratch:
+            for blob_digest, size in blobs.items():
+                blob = _Blob(blob_digest, size, Path(scratch) / blob_digest.replace(":", "-"))
+                if self._has_blob(target, blob, scopes):
+                    continue
+                if same_registry and self._start_upload(target, blob, source, scopes) is None:
+                    continue  # mounted
+                self._download_blob(source, blob)
+                location = self._start_upload(target, blob, None, scopes)
+                if location is not None:
+                    self._finish_upload(target, blob, location, scopes)
+                blob.path.unlink()
+        for manifest in manifests:
+            self._put_checked(target, manifest.digest, manifest)
+
+    def _collect(self, image: ImageName, manifest: Manifest, manifests: list[Manifest], blobs: dict[str, int]) -> None:
+        """The manifests below and including ``manifest``, each after those it refers to, and their blobs."""
+        body = self._manifest_json(manifest, image, manifest.digest)
+        for entry in body.get("manifests") or []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+                continue
+            child = self.get_manifest(image, entry["digest"])
+            if child is None:
+                raise self._error(f"{describe(image, manifest.digest)} lists {entry['digest']}, which is missing.")
+            self._collect(image, child, manifests, blobs)
+        for entry in [body.get("config"), *(body.get("layers") or [])]:
+            if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+                blobs[entry["digest"]] = int(entry.get("size") or 0)
+        if manifest.digest not in {m.digest for m in manifests}:
+            manifests.append(manifest)
+
+    def _download_blob(self, image: ImageName, blob: _Blob) -> None:
+        what = f"read blob {blob.digest} of {image}"
+        path = f"/v2/{image.repository}/blobs/{blob.digest}"
+        response = self._send("GET", image.registry, path, (_scope(image, "pull"),), what)
+        if response.status_code != 200:
+            raise self._http_error(response, what, image, "pull")
+        blob.path.write_bytes(response.content)
+        if sha256_digest(response.content) != blob.digest:
+            raise self._error(f"{what}: {image.registry} served content that does not match the digest.")
 
     # --- pushing, step by step ------------------------------------------------------------------------------
     def _put_checked(self, image: ImageName, reference: str, manifest: Manifest) -> None:

@@ -325,3 +325,41 @@ def test_release_tag_on_a_multi_platform_image_adds_tags_in_the_registry(
         subprocess.run(["docker", "image", "inspect", f"{images}:1.2.3"], check=False, capture_output=True).returncode
         != 0
     )
+
+
+def test_git_tag_naming_this_commit_reuses_the_image_of_its_immutable_tag(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """A git tag of an immutable tag's shape (``release-<sha7>``) is one more immutable reference: absent, it
+    is added to the image the commit's own immutable tag holds; nothing is built or moved."""
+    repo = unique("gittag")
+    images = f"{registry.address}/{repo}"
+    first = build(scratch_context(tmp_path / "a"), "push-default", images=images)
+    assert first.code == 0, first.log
+    sha = payload("push-default")["after"]
+    tagged = payload("push-tag-other")
+    tagged["ref"] = f"refs/tags/release-{sha[:7]}"
+    tagged["after"] = tagged["head_commit"]["id"] = sha
+    second = build(
+        scratch_context(tmp_path / "b", "other content"),
+        "push-tag-other",
+        images=images,
+        data=tagged,
+        env={"GITHUB_SHA": sha, "GITHUB_REF": tagged["ref"]},
+    )
+    assert second.code == 0, second.log
+    assert second.outputs["reused"] == "true"
+    assert_served(registry, repo, [f"sha-{sha[:7]}", f"release-{sha[:7]}"], first.outputs["digest"])
+
+
+def test_a_repository_added_later_gets_the_image_copied_not_rebuilt(registry: RegistryServer, tmp_path: Path) -> None:
+    repo = unique("copy")
+    one, two = f"{registry.address}/{repo}", f"{registry.address}/{repo}-mirror"
+    first = build(scratch_context(tmp_path / "a"), "push-default", images=one)
+    assert first.code == 0, first.log
+    second = build(scratch_context(tmp_path / "b", "other content"), "push-default", images=f"{one}\n{two}")
+    assert second.code == 0, second.log
+    assert second.outputs["reused"] == "true"
+    assert "Copied" in second.log
+    assert_served(registry, repo, ["latest", "sha-0123456"], first.outputs["digest"])
+    assert_served(registry, f"{repo}-mirror", ["latest", "sha-0123456"], first.outputs["digest"])

@@ -1001,3 +1001,8 @@ def test_a_loopback_registry_silent_to_tls_is_asked_in_plain_http_after_the_hand
     started = time.monotonic()
     assert client(timeout=30).resolve(ImageName(f"{server.address}/team/app"), "v1") == DIGEST
     assert 0.5 <= time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("header", ["²", "٣", "1_0", " 12x"])
+def test_retry_after_that_is_no_ascii_number_or_date_is_ignored(header: str) -> None:
+    assert parse_retry_after(header) is None
