@@ -268,13 +268,19 @@ class BuildJob:
         report = BuildReport(plan=plan, digest=digest, pushed=True, reused=True, attempts=1)
         started = time.monotonic()
         missing = [ref for ref in plan.references if self._resolve(ref) != digest]
-        if missing or plan.load.value:
-            source = plan.immutable_references[0]
+        source = plan.immutable_references[0]
+        # A new tag in the repository that holds the image is a manifest put: the engine pulls only its
+        # own platform of a multi-platform image, so it could not push the others' content again.
+        in_place = [ref for ref in missing if ref.image == source.image]
+        elsewhere = [ref for ref in missing if ref.image != source.image]
+        if in_place:
+            report.attempts = max(report.attempts, self._tag_in_registry(source, digest, in_place))
+        if elsewhere or plan.load.value:
             report.attempts = max(report.attempts, self._pull(source.image, digest))
-            for ref in {*missing, *plan.references}:
+            for ref in {*elsewhere, *plan.references}:
                 self.engine.tag(source.image.with_digest(digest), ref)
-            if missing:
-                _, attempts = self._push_engine(missing, digest)
+            if elsewhere:
+                _, attempts = self._push_engine(elsewhere, digest)
                 report.attempts = max(report.attempts, attempts)
         report.push_seconds = time.monotonic() - started
         self.verify(digest)
@@ -366,6 +372,19 @@ class BuildJob:
             # at push time, so only there is a different digest expected.
             self.console.warning(f"the engine pushed {pushed}, the build reported {expected}")
         return pushed, attempts
+
+    def _tag_in_registry(self, source: Reference, digest: str, references: Sequence[Reference]) -> int:
+        """Put ``source``'s manifest under each reference of the same repository; the most attempts used."""
+        manifest, attempts = self.policy.call(
+            partial(self.registry.get_manifest, source.image, digest), f"read {source.image.with_digest(digest)}"
+        )
+        if manifest is None:
+            raise VerificationError(f"{source.image.with_digest(digest)} is no longer in the registry.")
+        for ref in references:
+            _, used = self.policy.call(partial(self.registry.put_manifest, ref.image, ref.tag, manifest), f"tag {ref}")
+            attempts = max(attempts, used)
+            self.console.info(f"Tagged {ref}")
+        return attempts
 
     def _pull(self, image: ImageName, digest: str) -> int:
         _, attempts = self.policy.call(

@@ -274,6 +274,33 @@ def test_rerun_with_an_extra_tag_adds_it_to_the_reused_image(registry: RegistryS
     assert_served(registry, repo, ["latest", "sha-0123456", "stable"], first.outputs["digest"])
 
 
+def test_release_tag_on_a_built_multi_platform_commit_adds_its_tags(registry: RegistryServer, tmp_path: Path) -> None:
+    # The release runs on a fresh runner, whose engine pulls only its own platform of the reused image: the
+    # new tags must not need the other platform's content.
+    repo = unique("retag-multi")
+    context = scratch_context(tmp_path)
+    both = {"platforms": "linux/amd64,linux/arm64"}
+    sha = payload("push-tag-semver")["after"]
+    main = payload("push-default")
+    main.update(after=sha, head_commit={**main["head_commit"], "id": sha})
+    first = build(
+        context, "push-default", images=f"{registry.address}/{repo}", inputs=both, data=main, env={"GITHUB_SHA": sha}
+    )
+    assert first.code == 0, first.log
+    local = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"{registry.address}/{repo}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    subprocess.run(["docker", "image", "rm", *local], capture_output=True, check=True)
+    release = build(context, "push-tag-semver", images=f"{registry.address}/{repo}", inputs=both)
+    assert release.code == 0, release.log
+    assert release.outputs["reused"] == "true"
+    assert_served(registry, repo, ["1", "1.2", "1.2.3", "latest", f"sha-{sha[:7]}"], first.outputs["digest"])
+    assert registry_api.platforms(registry.address, repo, "1.2.3") == ["linux/amd64", "linux/arm64"]
+
+
 def test_reused_image_outputs_its_own_labels(registry: RegistryServer, tmp_path: Path) -> None:
     # A pull request payload carries no commit time, so each plan takes "created" from the clock.
     repo = unique("relabel")
