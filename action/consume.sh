@@ -5,6 +5,11 @@
 # need-artifact=true (or was skipped for source artifact), after the download, with BUILDONCE_ARTIFACT_NAME
 # set. Then the tar the download fetched becomes the artifact-path, and a download that failed or fetched
 # no tar ends the step here, with an error that says why the image could not come from the artifact.
+#
+# What this script decides for buildonce (defer-artifact, and for the artifact step source and artifact-path)
+# goes as --input flags: a flag wins over every INPUT_* variable, whatever the runner put in the environment
+# (act, unlike GitHub's runner, sets INPUT_ARTIFACT-PATH and friends in a composite's steps to the caller's
+# inputs, and buildonce reads both spellings).
 set -euo pipefail
 
 die() {
@@ -18,6 +23,10 @@ die() {
 
 python=${BUILDONCE_PYTHON:?BUILDONCE_PYTHON is not set; the install step must run first}
 artifact_name=${BUILDONCE_ARTIFACT_NAME:-}
+overrides=()
+if [ -n "${BUILDONCE_DEFER_ARTIFACT:-}" ]; then
+  overrides+=(--input "defer-artifact=$BUILDONCE_DEFER_ARTIFACT")
+fi
 
 if [ -n "$artifact_name" ]; then
   download=${BUILDONCE_DOWNLOAD_PATH:-}
@@ -36,9 +45,9 @@ if [ -n "$artifact_name" ]; then
   fi
   [ -n "$tar" ] \
     || die "the image has to come from the artifact '$artifact_name', but the download (${download:-no path}) holds no .tar, .tar.gz or .tar.zst file. Give artifact-name the name the build uploaded its image under (its artifact-name output)."
-  export INPUT_ARTIFACT_PATH=$tar
+  overrides=(--input source=artifact --input defer-artifact=false --input "artifact-path=$tar")
   echo "Loading the downloaded artifact: $tar"
 fi
 
 # -I: the workspace (the working directory) must not shadow the installed buildonce.
-exec "$python" -I -m buildonce consume
+exec "$python" -I -m buildonce consume "${overrides[@]}"

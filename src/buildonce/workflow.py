@@ -63,8 +63,15 @@ def fold_text(value: str) -> str:
 class Inputs:
     """Action inputs as the runner passes them, with ``--input name=value`` flags taking precedence.
 
-    The runner keeps hyphens in the variable name (``INPUT_BUILD-ARGS``); the underscore spelling
-    (``INPUT_BUILD_ARGS``) is what other CI systems and shells can set, so both are looked up.
+    Three sources, strongest first:
+
+    - ``--input`` flags: what a script of the action means to override (the downloaded tar as
+      artifact-path, source artifact for the fallback step) wins whatever the environment holds.
+    - The underscore spelling (``INPUT_BUILD_ARGS``): what a step's ``env:`` sets. action.yml and
+      consume/action.yml hand every input to buildonce this way, and so can other CI systems and shells.
+    - The hyphen spelling (``INPUT_BUILD-ARGS``): what a runner sets for an action's own inputs. GitHub's
+      runner does not set it in the steps of a composite action, but act does, to the composite's inputs
+      as the caller gave them (nektos/act#2874): it must never win over what the step set on purpose.
     """
 
     def __init__(self, env: Mapping[str, str], overrides: Mapping[str, str] | None = None) -> None:
@@ -89,7 +96,7 @@ class Inputs:
         if name in self._overrides:
             return self._overrides[name]
         upper = name.upper()
-        for key in (f"INPUT_{upper}", f"INPUT_{upper.replace('-', '_')}"):
+        for key in (f"INPUT_{upper.replace('-', '_')}", f"INPUT_{upper}"):
             if key in self._env:
                 return self._env[key]
         return None

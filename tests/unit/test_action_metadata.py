@@ -42,11 +42,13 @@ SET_BY_THE_ACTION: dict[str, set[str]] = {"build": set(), "consume": {"defer-art
 OPTIONS = {"build": BUILD_INPUTS, "consume": CONSUME_INPUTS}
 # The steps that run buildonce in each action: consume asks the registry, then (only if it must) the artifact.
 RUNS_BUILDONCE = {"build": ("build",), "consume": ("registry", "artifact")}
-# Where a step hands buildonce something other than the input of the same name.
-SET_IN_STEP = {
-    ("consume", "registry"): {"defer-artifact": "${{ inputs.artifact-name != '' && inputs.artifact-path == '' }}"},
-    ("consume", "artifact"): {"source": "artifact", "defer-artifact": "false"},
+# Where a step hands buildonce something other than the input of the same name: action/consume.sh passes it
+# as an --input flag, which wins over any INPUT_* variable (act sets a composite's own inputs in its steps).
+SET_BY_SCRIPT = {
+    ("consume", "registry"): {"defer-artifact"},
+    ("consume", "artifact"): {"source", "defer-artifact", "artifact-path"},
 }
+CONSUME_SCRIPT = ROOT / "action" / "consume.sh"
 # The condition of consume's download and artifact steps: the registry step left the image to the artifact,
 # or was skipped because source is artifact and there is an artifact-name to download.
 NEEDS_ARTIFACT = "steps.registry.outputs.need-artifact == 'true' || steps.registry.outcome == 'skipped'"
@@ -207,13 +209,25 @@ def test_every_input_has_a_description_and_a_string_default(kind: str) -> None:
 )
 def test_every_option_is_wired_into_each_step_that_runs_buildonce(kind: str, step_id: str) -> None:
     env = step_by_id(load(ACTIONS[kind]), step_id)["env"]
-    special = SET_IN_STEP.get((kind, step_id), {})
-    for name in OPTIONS[kind]:
-        assert env.get(env_name(name)) == special.get(name, f"${{{{ inputs.{name} }}}}"), name
+    offered = [name for name in OPTIONS[kind] if name not in SET_BY_THE_ACTION[kind]]
+    for name in offered:
+        assert env.get(env_name(name)) == f"${{{{ inputs.{name} }}}}", name
     given = {key for key in env if key.startswith("INPUT_")}
-    assert given == {env_name(name) for name in OPTIONS[kind]}
+    assert given == {env_name(name) for name in offered}
     # An option the action sets itself must be set in every step that runs buildonce, not left to its default.
-    assert all(name in special for name in SET_BY_THE_ACTION[kind])
+    assert SET_BY_THE_ACTION[kind] <= SET_BY_SCRIPT.get((kind, step_id), set())
+
+
+def test_what_consume_sh_decides_goes_as_flags() -> None:
+    script = CONSUME_SCRIPT.read_text()
+    registry = step_by_id(load(ACTIONS["consume"]), "registry")["env"]
+    expected = "${{ inputs.artifact-name != '' && inputs.artifact-path == '' }}"
+    assert registry["BUILDONCE_DEFER_ARTIFACT"] == expected
+    assert '--input "defer-artifact=$BUILDONCE_DEFER_ARTIFACT"' in script
+    for flag in ("--input source=artifact", "--input defer-artifact=false", '--input "artifact-path=$tar"'):
+        assert flag in script
+    # An override goes as a flag, never as an exported INPUT_ variable that another spelling could outweigh.
+    assert "export INPUT_" not in script
 
 
 def test_action_only_inputs_reach_their_steps() -> None:

@@ -21,6 +21,22 @@ def test_inputs_hyphen_and_underscore_spellings_and_flags_win() -> None:
     assert inputs.get("missing", "dflt") == "dflt"
 
 
+def test_a_step_s_underscore_spelling_wins_over_the_runner_s_hyphen_one() -> None:
+    # act sets INPUT_ARTIFACT-PATH in a composite's steps to the caller's (empty) input; the step's own
+    # env (or a script that exports the underscore spelling) is what the action means.
+    env = {"INPUT_ARTIFACT-PATH": "", "INPUT_ARTIFACT_PATH": "/tmp/image.tar", "INPUT_SHA-LENGTH": "12"}
+    inputs = Inputs(env)
+    assert inputs.get("artifact-path") == "/tmp/image.tar"
+    assert inputs.get("sha-length") == "12"
+    # Set but empty still counts: the step said "empty", whatever the runner holds.
+    assert Inputs({"INPUT_TAG-PREFIX": "x-", "INPUT_TAG_PREFIX": ""}).get("tag-prefix") == ""
+
+
+def test_a_flag_wins_over_both_spellings() -> None:
+    env = {"INPUT_ARTIFACT-PATH": "/a.tar", "INPUT_ARTIFACT_PATH": "/b.tar"}
+    assert Inputs.from_flags(env, ["artifact-path=/c.tar"]).get("artifact-path") == "/c.tar"
+
+
 def test_list_inputs() -> None:
     inputs = Inputs({}, {"tags": "a, b\nc\n\n# comment\n", "build-args": "X=1,2\nY=3"})
     assert inputs.items("tags") == ["a", "b", "c"]
