@@ -346,6 +346,8 @@ class BuildJob:
             if plan.load.value:
                 self._load_layout(layout, report.digest or outcome.digest)
         else:
+            if plan.load.value:
+                self._name_locally(outcome)
             local = self.engine.inspect(str(self._own_references()[0]))
             report.size = local.size if local else 0
         report.attempts = self.policy.most_attempts if plan.push.value else 0
@@ -381,6 +383,14 @@ class BuildJob:
             digest = distinct.pop()
             self._tag_in_registry([ref for ref in self.plan.references if ref not in digests], digest)
         return digest
+
+    def _name_locally(self, outcome: BuildOutcome) -> None:
+        """Give the loaded image the plan's other names, by the id of what this build made."""
+        own = set(self._own_references())
+        source = outcome.imageid or str(self._own_references()[0])
+        for ref in self.plan.references:
+            if ref not in own:
+                self.engine.tag(source, ref)
 
     def _check_built(self, ref: Reference, pushed: str, outcome: BuildOutcome) -> None:
         """Fail unless the engine pushed the image this build made (not one another build named the same).

@@ -167,12 +167,12 @@ def build_command(
 def _local_names(plan: Plan, output: Output) -> list[Reference]:
     """The names the build gives the image.
 
-    Into the engine, each name is another image record to write and unpack. Unless the image is to be
-    loaded (for use or for the artifact, which saves every tag), the immutable tag of each repository is
-    enough: the engine pushes that one, and the others are added in the registry. Only that name is ever
-    pushed, since no build of another commit uses it.
+    Into the engine, only the immutable tag of each repository: no build of another commit uses that name.
+    Two builds giving one name (``latest``) at the same moment fail inside the engine, and a name another
+    build can re-point must never be what is pushed. The other names are added after the build, when the
+    image is to be loaded; the registry gets them by manifest.
     """
-    if output is Output.LAYOUT or plan.load.value:
+    if output is Output.LAYOUT:
         return list(plan.references)
     return [ref for ref in plan.references if ref.tag == plan.immutable_tag]
 

@@ -101,6 +101,9 @@ class LocalImage:
     entrypoint), in the terms of ``buildonce.tarimage.loaded_matches``."""
 
 
+TAG_ATTEMPTS = 5
+
+
 class Engine:
     """One connection to the Docker engine; push attempts get connections of their own."""
 
@@ -243,10 +246,23 @@ class Engine:
         )
 
     def tag(self, source: str, reference: Reference) -> None:
+        # The containerd store replaces a name by deleting and creating it: another job naming the same
+        # image at that moment makes the create fail with "already exists". Asking again settles it.
+        for attempt in range(1, TAG_ATTEMPTS + 1):
+            text = self._try_tag(source, reference)
+            if text is None:
+                return
+            if "already exists" not in text or attempt == TAG_ATTEMPTS:
+                raise EngineError(f"tagging {source} as {reference}: {text}")
+            time.sleep(0.05 * attempt)
+
+    def _try_tag(self, source: str, reference: Reference) -> str | None:
+        """None when tagged, else the engine's complaint."""
         try:
             self.client.tag(source, reference.image.name, reference.tag)
         except docker.errors.APIError as exc:
-            raise EngineError(f"tagging {source} as {reference}: {exc.explanation or exc}") from None
+            return str(exc.explanation or exc)
+        return None
 
     def save(self, references: Iterable[str], chunk_size: int) -> Iterator[bytes]:
         """Stream ``docker save`` of the references, ``chunk_size`` bytes at a time."""

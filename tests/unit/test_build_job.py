@@ -79,6 +79,7 @@ class FakeEngine:
     names: dict[str, tuple[Manifest, str]] = field(default_factory=dict)
     """What each local name holds when it is pushed: a manifest and the commit it was built from."""
     pushed: list[str] = field(default_factory=list)
+    tagged: list[tuple[str, str]] = field(default_factory=list)
     containerd_store: bool = True
 
     def push(self, reference: Reference, timeout: float) -> str:
@@ -90,6 +91,9 @@ class FakeEngine:
 
     def inspect(self, reference: str) -> None:
         return None
+
+    def tag(self, source: str, reference: Reference) -> None:
+        self.tagged.append((source, str(reference)))
 
     def close(self) -> None:
         pass
@@ -188,3 +192,13 @@ def test_an_unreadable_image_under_a_tag_is_retried_not_taken_for_unlabelled() -
     registry.tags[(IMAGE, "sha-0123456")] = "sha256:" + "9" * 64  # resolves, but nothing reads yet
     with pytest.raises(RegistryError, match="cannot be read"):
         job(registry, FakeEngine(registry)).check_immutable_tags()
+
+
+def test_a_loaded_image_gets_its_other_names_after_the_build_by_its_own_id(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = FakeEngine(registry)
+    built = manifest_for(SHA)
+    engine.names[f"{IMAGE}:sha-0123456"] = (built, SHA)
+    made = BuildOutcome(metadata={"containerimage.digest": built.digest}, imageid=built.digest, seconds=1.0)
+    job(registry, engine, load="true").push(Output.ENGINE, made, tmp_path)
+    assert engine.tagged == [(built.digest, f"{IMAGE}:latest")]
