@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Protocol
 import zstandard
 
 from buildonce.errors import ArtifactError
+from buildonce.oci import sha256_digest
 from buildonce.options import Compression
-from buildonce.tarimage import PROOF_DIRECTORY, TarContents, member_path, parse_json, sha256_digest
+from buildonce.tarimage import PROOF_DIRECTORY, TarContents, member_path, parse_json
 
 if TYPE_CHECKING:
-    from buildonce.registry import Manifest
+    from buildonce.oci import Manifest
 
 CHUNK_SIZE = 1 << 20
 SUFFIXES = {Compression.NONE: ".tar", Compression.GZIP: ".tar.gz", Compression.ZSTD: ".tar.zst"}
@@ -229,7 +230,7 @@ def pushed_manifests(fetch: Callable[[str], Manifest | None], reference: str) ->
     document = parse_json(top.raw, f"the manifest of {reference}")
     entries = document.get("manifests") if isinstance(document, dict) else None
     if isinstance(entries, list):
-        from buildonce.registry import is_attestation
+        from buildonce.oci import is_attestation
 
         children = [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)]
         for entry in [e for e in children if not is_attestation(e)][:MAX_PROOF_CHILDREN]:

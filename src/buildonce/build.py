@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from buildonce.buildx import (
+from buildonce.docker.buildx import (
     Builder,
     BuildOutcome,
     Output,
@@ -28,10 +28,10 @@ from buildonce.buildx import (
     docker_config_with_login,
     find_builder,
 )
-from buildonce.buildx import (
+from buildonce.docker.buildx import (
     run_build as run_buildx,
 )
-from buildonce.dockerconfig import docker_config_dir
+from buildonce.docker.config import docker_config_dir
 from buildonce.errors import FatalError, ImmutableTagError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys, annotations_for
 from buildonce.layout import layout_size, layout_tar
@@ -47,8 +47,9 @@ if TYPE_CHECKING:
     # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
     from buildonce.__main__ import Invocation
     from buildonce.artifact import Artifact
-    from buildonce.engine import Engine
-    from buildonce.registry import Manifest, Registry
+    from buildonce.docker.engine import Engine
+    from buildonce.oci import Manifest
+    from buildonce.registry.client import Registry
 
 PUSH_WORKERS = 4
 SAVE_CHUNK = 1 << 20
@@ -121,8 +122,9 @@ def prepare(
     env: Mapping[str, str], options: BuildOptions, plan: Plan, console: Console, policy: RetryPolicy
 ) -> BuildJob:
     """Connect to the engine and the registry, log in, and look at the immutable tags (when pushing)."""
-    from buildonce.engine import Engine
-    from buildonce.registry import Credentials, Registry
+    from buildonce.docker.config import Credentials
+    from buildonce.docker.engine import Engine
+    from buildonce.registry.client import Registry
 
     engine = Engine.connect(env)
     login = options.login
@@ -145,7 +147,7 @@ def _stop_unless_needed(prepared: Future[BuildJob], stopper: Stopper, rebuild: b
 
 
 def _containerd_store(env: Mapping[str, str]) -> bool:
-    from buildonce.engine import Engine
+    from buildonce.docker.engine import Engine
 
     engine = Engine.connect(env)
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from buildonce.context import MAX_EPOCH, parse_epoch
+from buildonce.docker.config import Login
 from buildonce.errors import InputError
 from buildonce.labels import DEFAULT_NAMESPACE, check_annotation, check_label, check_namespace, parse_labels
 from buildonce.platforms import check_platform
@@ -328,13 +329,6 @@ def retry_options(inputs: Inputs, defaults: dict[str, str]) -> RetryOptions:
         wait_seconds=_float(inputs, defaults, "retry-wait-seconds", 0, 600),
         timeout_seconds=_float(inputs, defaults, "timeout-minutes", 0.05, 360) * 60,
     )
-
-
-@dataclass(frozen=True)
-class Login:
-    registry: str
-    username: str
-    password: str = ""
 
 
 def login_options(inputs: Inputs) -> Login | None:

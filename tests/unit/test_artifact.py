@@ -22,8 +22,8 @@ from buildonce.artifact import (
     write_artifact,
 )
 from buildonce.errors import ArtifactError
+from buildonce.oci import Manifest
 from buildonce.options import Compression
-from buildonce.registry import Manifest
 from buildonce.tarimage import PROOF_DIRECTORY
 
 

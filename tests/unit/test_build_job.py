@@ -13,15 +13,16 @@ import pytest
 from events import payload, runner_env
 
 from buildonce.build import BuildJob
-from buildonce.buildx import BuildOutcome, Output
 from buildonce.context import build_context
-from buildonce.engine import Engine
+from buildonce.docker.buildx import BuildOutcome, Output
+from buildonce.docker.engine import Engine
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys
+from buildonce.oci import Manifest
 from buildonce.options import build_options
 from buildonce.plan import make_plan
 from buildonce.references import ImageName, Reference
-from buildonce.registry import Manifest, Registry
+from buildonce.registry.client import Registry
 from buildonce.retry import RetryPolicy
 from buildonce.workflow import Console, Inputs
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from buildonce.buildx import BuildCommand, Stopper, run_build
+from buildonce.docker.buildx import BuildCommand, Stopper, run_build
 from buildonce.errors import BuildError
 from buildonce.workflow import Console
 

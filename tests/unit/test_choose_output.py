@@ -6,8 +6,8 @@ import pytest
 from events import payload, runner_env
 
 from buildonce.build import choose_output
-from buildonce.buildx import Builder, Output
 from buildonce.context import build_context
+from buildonce.docker.buildx import Builder, Output
 from buildonce.errors import InputError
 from buildonce.options import PushVia, plan_options
 from buildonce.plan import Plan, make_plan

@@ -21,8 +21,8 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils import kwargs_from_env
 
+from buildonce.docker.config import Login, normalize_registry
 from buildonce.errors import EngineError, RegistryError
-from buildonce.options import Login
 from buildonce.references import DIGEST_PATTERN, ImageName, Reference
 
 # What the engine reports when a registry request fails: "unexpected status from PUT request to …: 503
@@ -150,12 +150,10 @@ class Engine:
                 f"login to {registry} as {login.username} failed ({exc.explanation or exc.status_code}). "
                 "Check the username and password inputs (a token needs write access to push)."
             ) from None
-        self._auth[registry] = {"username": login.username, "password": login.password}
+        self._auth[normalize_registry(registry)] = {"username": login.username, "password": login.password}
 
     def _auth_for(self, image: ImageName) -> dict[str, str] | None:
-        return self._auth.get(image.registry) or (
-            self._auth.get("docker.io") if image.registry == "docker.io" else None
-        )
+        return self._auth.get(normalize_registry(image.registry))
 
     def _attempt_client(self, timeout: float) -> docker.APIClient:
         kwargs = kwargs_from_env(environment=self._env)

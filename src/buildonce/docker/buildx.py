@@ -6,7 +6,6 @@ values reach buildx through the environment of its process only, never its argv.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import enum
 import json
@@ -21,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildonce.dockerconfig import docker_config_dir, recorded_driver
+from buildonce.docker.config import Login, config_with_login, docker_config_dir, recorded_driver
 from buildonce.errors import BuildError, EngineError, InputError
-from buildonce.options import BuildOptions, Login
+from buildonce.options import BuildOptions
 from buildonce.plan import Plan
 from buildonce.references import Reference
 from buildonce.workflow import Console
@@ -324,15 +323,7 @@ def docker_config_with_login(env: Mapping[str, str], login: Login | None) -> Ite
             for entry in source.iterdir():
                 if entry.name != "config.json":
                     (overlay / entry.name).symlink_to(entry)
-        config: dict[str, Any] = {}
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            config = json.loads((source / "config.json").read_text())
-        key = "https://index.docker.io/v1/" if login.registry in ("docker.io", "index.docker.io") else login.registry
-        token = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
-        config.setdefault("auths", {})[key] = {"auth": token}
-        # A credential store or helper would be asked before "auths"; this registry must come from the file.
-        config.pop("credsStore", None)
-        config.get("credHelpers", {}).pop(login.registry, None)
+        config = config_with_login(source, login)
         target = overlay / "config.json"
         target.touch(mode=0o600)
         target.write_text(json.dumps(config))
