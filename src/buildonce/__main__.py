@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TextIO
 
 from buildonce import __version__
-from buildonce.context import Context, load_context
 from buildonce.errors import FatalError, InputError
+from buildonce.github.context import Context, load_context
+from buildonce.github.workflow import Console, Inputs, RunnerFiles
 from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, PLAN_INPUTS, VERIFY_INPUTS, plan_options
 from buildonce.plan import describe, make_plan
-from buildonce.workflow import Console, Inputs, RunnerFiles
 
 KNOWN_INPUTS: dict[str, Mapping[str, str]] = {
     "plan": PLAN_INPUTS,

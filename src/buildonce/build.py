@@ -33,6 +33,7 @@ from buildonce.docker.buildx import (
 )
 from buildonce.docker.config import docker_config_dir
 from buildonce.errors import FatalError, ImmutableTagError, InputError, RegistryError, VerificationError
+from buildonce.github.workflow import Console
 from buildonce.labels import REVISION, Keys, annotations_for
 from buildonce.layout import layout_size, layout_tar
 from buildonce.options import BuildOptions, PushVia, build_options
@@ -41,7 +42,6 @@ from buildonce.references import ImageName, Reference
 from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Subject
-from buildonce.workflow import Console
 
 if TYPE_CHECKING:
     # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 from buildonce.artifact import read_image_tar, scan_image_tar
 from buildonce.artifact import verify as verify_artifact
-from buildonce.context import Context
 from buildonce.docker.config import Credentials, Login, docker_config_dir
 from buildonce.docker.engine import Engine
 from buildonce.errors import ArtifactError, ContextError, FatalError, InputError, RegistryError, VerificationError
+from buildonce.github.context import Context
+from buildonce.github.workflow import Console
 from buildonce.labels import REVISION, Keys
 from buildonce.options import ConsumeOptions, RetryOptions, Source, consume_options, verify_options
 from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name, split_tag
@@ -26,7 +27,6 @@ from buildonce.registry.client import Registry
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
 from buildonce.tarimage import HeldImage, TarContents, describe_held, held_images, loaded_matches, pick, why_not_pinned
-from buildonce.workflow import Console
 
 if TYPE_CHECKING:
     from buildonce.__main__ import Invocation

@@ -6,10 +6,10 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 
-from buildonce.context import Context
 from buildonce.errors import InputError
+from buildonce.github.context import Context
+from buildonce.github.workflow import check_text
 from buildonce.tags import Kind, Subject
-from buildonce.workflow import check_text
 
 OCI = "org.opencontainers.image"
 REVISION = f"{OCI}.revision"

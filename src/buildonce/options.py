@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from buildonce.context import MAX_EPOCH, parse_epoch
 from buildonce.docker.config import Login
 from buildonce.errors import InputError
+from buildonce.github.context import MAX_EPOCH, parse_epoch
+from buildonce.github.workflow import Inputs
 from buildonce.labels import DEFAULT_NAMESPACE, check_annotation, check_label, check_namespace, parse_labels
 from buildonce.platforms import check_platform
 from buildonce.references import (
@@ -28,7 +29,6 @@ from buildonce.references import (
     parse_reference,
 )
 from buildonce.tags import PrSha, TagPolicy
-from buildonce.workflow import Inputs
 
 PLAN_INPUTS: dict[str, str] = {
     "images": "",

@@ -13,10 +13,11 @@ import pytest
 from events import payload, runner_env
 
 from buildonce.build import BuildJob
-from buildonce.context import build_context
 from buildonce.docker.buildx import BuildOutcome, Output
 from buildonce.docker.engine import Engine
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
+from buildonce.github.context import build_context
+from buildonce.github.workflow import Console, Inputs
 from buildonce.labels import REVISION, Keys
 from buildonce.oci import Manifest
 from buildonce.options import build_options
@@ -24,7 +25,6 @@ from buildonce.plan import make_plan
 from buildonce.references import ImageName, Reference
 from buildonce.registry.client import Registry
 from buildonce.retry import RetryPolicy
-from buildonce.workflow import Console, Inputs
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "f" * 40

@@ -22,10 +22,10 @@ from typing import Any
 
 from buildonce.docker.config import Login, config_with_login, docker_config_dir, recorded_driver
 from buildonce.errors import BuildError, EngineError, InputError
+from buildonce.github.workflow import Console
 from buildonce.options import BuildOptions
 from buildonce.plan import Plan
 from buildonce.references import Reference
-from buildonce.workflow import Console
 
 SECRET_ENV_PREFIX = "BUILDONCE_SECRET_"  # noqa: S105 - a variable name, not a secret
 
