@@ -19,7 +19,7 @@ import pytest
 import yaml
 from events import payload, runner_env
 
-from buildonce.consume import Consumed
+from buildonce.commands.consume import Consumed
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Inputs
 from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, plan_options

@@ -12,7 +12,7 @@ from typing import cast
 import pytest
 from events import payload, runner_env
 
-from buildonce.build import BuildJob
+from buildonce.commands.build import BuildJob
 from buildonce.docker.buildx import BuildOutcome, Output
 from buildonce.docker.engine import Engine
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError

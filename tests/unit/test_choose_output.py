@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 from events import payload, runner_env
 
-from buildonce.build import choose_output
+from buildonce.commands.build import choose_output
 from buildonce.docker.buildx import Builder, Output
 from buildonce.errors import InputError
 from buildonce.github.context import build_context

@@ -1,4 +1,4 @@
-"""``buildonce consume`` and ``buildonce verify``: get this commit's image downstream, and prove it is.
+"""``buildonce consume``: get this commit's image downstream, and prove it is.
 
 The tag to look for comes from the same planner the build used (``subject_of`` and ``plan_tags``), so a
 consumer finds exactly what was pushed. The image is checked before it is pulled: its labels must name the
@@ -11,25 +11,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from buildonce.artifact import read_image_tar, scan_image_tar
 from buildonce.artifact import verify as verify_artifact
+from buildonce.commands import Invocation
 from buildonce.docker.config import Credentials, Login, docker_config_dir
 from buildonce.docker.engine import Engine
-from buildonce.errors import ArtifactError, ContextError, FatalError, InputError, RegistryError, VerificationError
+from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError, VerificationError
 from buildonce.github.context import Context
 from buildonce.github.workflow import Console
 from buildonce.labels import REVISION, Keys
-from buildonce.options import ConsumeOptions, RetryOptions, Source, consume_options, verify_options
-from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name, split_tag
+from buildonce.options import ConsumeOptions, RetryOptions, Source, consume_options
+from buildonce.references import ImageName, Reference
 from buildonce.registry.client import Registry
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
 from buildonce.tarimage import HeldImage, TarContents, describe_held, held_images, loaded_matches, pick, why_not_pinned
-
-if TYPE_CHECKING:
-    from buildonce.__main__ import Invocation
 
 
 @dataclass(frozen=True)
@@ -208,7 +205,7 @@ class Consumer:
         )
 
 
-def run_consume(call: Invocation) -> None:
+def run(call: Invocation) -> None:
     options = consume_options(call.inputs)
     console = call.console
     if options.source is Source.ARTIFACT and not options.artifact_path:
@@ -265,66 +262,3 @@ def _summary(consumed: Consumed, target: Target) -> str:
         f"| Source | {consumed.source} |\n| Digest | `{consumed.digest}` |\n"
         f"| Tag | `{consumed.tag or '-'}` |\n| Commit | `{target.sha or 'not checked'}` |\n"
     )
-
-
-def run_verify(call: Invocation) -> None:
-    """Check, without pulling, that an image (name:tag or name@digest) was built from a commit."""
-    options = verify_options(call.inputs)
-    console = call.console
-    sha = options.sha or _event_commit(call)
-    keys = Keys(options.label_namespace)
-    reference = options.reference
-    name, _, digest = reference.partition("@")
-    tag = ""
-    if not digest:
-        name, tag = split_tag(reference)
-    if digest and not DIGEST_PATTERN.fullmatch(digest):
-        raise InputError(f"input 'image': {reference!r} has an invalid digest; use name@sha256:<64 hex digits>.")
-    image = parse_image_name(name, source="image")
-    policy = _policy(options.retry, console)
-    registry = _registry(options.login, call.env, policy.timeout_seconds)
-    try:
-        labels, _ = policy.call(
-            lambda: registry.labels(image, digest or tag or "latest"), f"read labels of {reference}"
-        )
-        resolved, _ = policy.call(lambda: registry.resolve(image, digest or tag or "latest"), f"look up {reference}")
-        source = "registry"
-    except RegistryError as failure:
-        labels, resolved, source = _local_labels(call.env, reference, failure)
-    finally:
-        registry.close()
-    if labels is None:
-        # Not in the registry: an image loaded from an artifact is only in the engine.
-        missing = VerificationError(f"{reference} is neither in the registry nor in the local engine.")
-        labels, resolved, source = _local_labels(call.env, reference, missing)
-    check_fresh(reference, labels, sha, keys)
-    console.info(f"{reference} was built from {sha} ({source})")
-    call.finish({"digest": resolved or "", "revision": labels.get(REVISION, ""), "source": source})
-
-
-def _event_commit(call: Invocation) -> str:
-    """The commit the event names, as the build tagged it (a pull request's head): verify's default."""
-    if not (call.args.event or call.env.get("GITHUB_EVENT_PATH")):
-        raise InputError(
-            "input 'sha' is empty and there is no event to take the commit from. "
-            "Give the full commit sha the image must have been built from."
-        )
-    context = call.context()
-    try:
-        return subject_of(context).sha
-    except ContextError:
-        if context.upstream is None:
-            raise
-        return context.upstream.head_sha  # a fork's pull request: no number to tag by, but a commit
-
-
-def _local_labels(env: Mapping[str, str], reference: str, failure: FatalError) -> tuple[dict[str, str], str, str]:
-    try:
-        engine = Engine.connect(env)
-    except FatalError:
-        raise failure from None
-    image = engine.inspect(reference)
-    engine.close()
-    if image is None:
-        raise failure
-    return image.labels, image.id, "local"

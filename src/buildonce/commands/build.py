@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from buildonce.commands import Invocation
 from buildonce.docker.buildx import (
     Builder,
     BuildOutcome,
@@ -45,7 +46,6 @@ from buildonce.tags import Subject
 
 if TYPE_CHECKING:
     # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
-    from buildonce.__main__ import Invocation
     from buildonce.artifact import Artifact
     from buildonce.docker.engine import Engine
     from buildonce.oci import Manifest
@@ -56,7 +56,7 @@ SAVE_CHUNK = 1 << 20
 T = TypeVar("T")
 
 
-def run_build(call: Invocation) -> None:
+def run(call: Invocation) -> None:
     options = build_options(call.inputs)
     context = call.context(options.plan.default_branch)
     if options.source_date_epoch is not None:  # the build's timestamps, so the created label's too
