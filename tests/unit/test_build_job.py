@@ -176,12 +176,12 @@ def test_a_mutable_tag_moved_on_by_a_newer_commit_is_reported_not_failed() -> No
     registry.tags[(IMAGE, "latest")] = registry.store(manifest_for(OTHER), OTHER)
     console_stream = io.StringIO()
     build_job = job(registry, FakeEngine(registry))
-    build_job.console = Console(console_stream)
-    build_job.verify(built.digest)
+    build_job.publisher.console = Console(console_stream)
+    build_job.publisher.verify(built.digest)
     assert "was moved on to" in console_stream.getvalue()
     registry.tags[(IMAGE, "sha-0123456")] = registry.tags[(IMAGE, "latest")]
     with pytest.raises(VerificationError):
-        build_job.verify(built.digest)
+        build_job.publisher.verify(built.digest)
 
 
 def test_an_unreadable_image_under_a_tag_is_retried_not_taken_for_unlabelled() -> None:

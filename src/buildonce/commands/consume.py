@@ -7,7 +7,7 @@ commit the job is meant to test, else a stale or re-pushed tag would be tested i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,15 +15,15 @@ from pathlib import Path
 from buildonce.artifact import read_image_tar, scan_image_tar
 from buildonce.artifact import verify as verify_artifact
 from buildonce.commands import Invocation
-from buildonce.docker.config import Credentials, Login, docker_config_dir
+from buildonce.commands.connect import open_registry, retry_policy
+from buildonce.commands.seams import EngineAPI, RegistryAPI
 from buildonce.docker.engine import Engine
-from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError, VerificationError
+from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError
 from buildonce.github.context import Context
 from buildonce.github.workflow import Console
-from buildonce.labels import REVISION, Keys
-from buildonce.options import ConsumeOptions, RetryOptions, Source, consume_options
+from buildonce.labels import Keys, check_fresh
+from buildonce.options import ConsumeOptions, Source, consume_options
 from buildonce.references import ImageName, Reference
-from buildonce.registry.client import Registry
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
 from buildonce.tarimage import HeldImage, TarContents, describe_held, held_images, loaded_matches, pick, why_not_pinned
@@ -38,23 +38,6 @@ class Target:
     digest: str
     sha: str
     """The commit the job tests; empty when nothing tells it (then freshness cannot be checked)."""
-
-
-def check_fresh(reference: str, labels: Mapping[str, str], sha: str, keys: Keys) -> str:
-    """Fail unless the image's labels say it was built from ``sha``; return the commit they name."""
-    revision, head = labels.get(REVISION, ""), labels.get(keys.pr_head_sha, "")
-    if sha in (revision, head):
-        return sha
-    named = head or revision
-    if not named:
-        raise VerificationError(
-            f"{reference} carries no {REVISION} label, so it cannot be shown to be built from {sha}. "
-            "Build it with buildonce (or add the label), or set check-freshness: false."
-        )
-    raise VerificationError(
-        f"{reference} was built from commit {named}, but this job tests {sha}: the tag is stale or was "
-        "pushed again by another run. Re-run the build for this commit, or check which run pushed it."
-    )
 
 
 def target_for(options: ConsumeOptions, context: Context | None) -> Target:
@@ -91,20 +74,6 @@ def target_for(options: ConsumeOptions, context: Context | None) -> Target:
     return Target(image, tags.candidates, "", options.sha or subject.sha)
 
 
-def _policy(retry: RetryOptions, console: Console) -> RetryPolicy:
-    return RetryPolicy(
-        attempts=retry.attempts,
-        wait_seconds=retry.wait_seconds,
-        timeout_seconds=retry.timeout_seconds,
-        on_retry=lambda message: console.warning(message, title="Retrying"),
-    )
-
-
-def _registry(login: Login | None, env: Mapping[str, str], timeout: float) -> Registry:
-    logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    return Registry(logins=logins, docker_config=docker_config_dir(env), timeout=timeout)
-
-
 @dataclass(frozen=True)
 class Consumed:
     image: str
@@ -118,8 +87,8 @@ class Consumed:
 
 @dataclass
 class Consumer:
-    engine: Engine
-    registry: Registry
+    engine: EngineAPI
+    registry: RegistryAPI
     policy: RetryPolicy
     keys: Keys
     check: bool
@@ -147,8 +116,7 @@ class Consumer:
                 raise RegistryError(f"{reference} is not in the registry.")
             check_fresh(reference, labels, target.sha, self.keys)
         with self.console.group(f"Pull {reference}"):
-            pull = partial(self.engine.pull, target.image, digest, self.policy.timeout_seconds)
-            self.policy.call(pull, f"pull {reference}")
+            self.policy.call_timed(partial(self.engine.pull, target.image, digest), f"pull {reference}")
         if tag:
             self.engine.tag(reference, Reference(target.image, tag))
         self.console.info(f"Pulled {reference}" + (f" ({target.image.with_tag(tag)})" if tag else ""))
@@ -214,7 +182,7 @@ def run(call: Invocation) -> None:
     if not (options.digest or options.tag or (options.pr_number and options.sha)):
         context = call.context(options.default_branch)
     target = target_for(options, context)
-    policy = _policy(options.retry, console)
+    policy = retry_policy(options.retry, console)
     console.info(
         f"Consuming {target.image} "
         + (f"@{target.digest}" if target.digest else f"tag {' or '.join(target.candidates)}")
@@ -223,7 +191,7 @@ def run(call: Invocation) -> None:
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
     engine = Engine.connect(call.env)
-    registry = _registry(options.login, call.env, policy.timeout_seconds)
+    registry = open_registry(options.login, call.env, policy)
     consumer = Consumer(engine, registry, policy, Keys(options.label_namespace), options.check_freshness, console)
     try:
         consumed = _consume(consumer, options, target)

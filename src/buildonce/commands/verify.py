@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from buildonce.commands import Invocation
-from buildonce.commands.consume import _policy, _registry, check_fresh
+from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.docker.engine import Engine
 from buildonce.errors import ContextError, FatalError, InputError, RegistryError, VerificationError
-from buildonce.labels import REVISION, Keys
+from buildonce.labels import REVISION, Keys, check_fresh
 from buildonce.options import verify_options
 from buildonce.references import DIGEST_PATTERN, parse_image_name, split_tag
 from buildonce.tags import subject_of
@@ -28,8 +28,8 @@ def run(call: Invocation) -> None:
     if digest and not DIGEST_PATTERN.fullmatch(digest):
         raise InputError(f"input 'image': {reference!r} has an invalid digest; use name@sha256:<64 hex digits>.")
     image = parse_image_name(name, source="image")
-    policy = _policy(options.retry, console)
-    registry = _registry(options.login, call.env, policy.timeout_seconds)
+    policy = retry_policy(options.retry, console)
+    registry = open_registry(options.login, call.env, policy)
     try:
         labels, _ = policy.call(
             lambda: registry.labels(image, digest or tag or "latest"), f"read labels of {reference}"
