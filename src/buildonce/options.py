@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from buildonce.artifact import Compression
 from buildonce.docker.config import Login
+from buildonce.docker.spec import Secret
 from buildonce.errors import InputError
 from buildonce.github.context import MAX_EPOCH, parse_epoch
 from buildonce.github.workflow import Inputs
@@ -139,12 +141,6 @@ class Source(enum.Enum):
     """The registry, then the artifact (when one is given) if the registry cannot serve the image."""
     REGISTRY = "registry"
     ARTIFACT = "artifact"
-
-
-class Compression(enum.Enum):
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -344,14 +340,6 @@ def login_options(inputs: Inputs) -> Login | None:
             "give both to log in, or neither to use the credentials already in the Docker config."
         )
     return Login(registry=registry or "docker.io", username=username, password=password)
-
-
-@dataclass(frozen=True)
-class Secret:
-    id: str
-    value: str = ""
-    src: str = ""
-    env: str = ""
 
 
 def _secrets(inputs: Inputs) -> tuple[Secret, ...]:

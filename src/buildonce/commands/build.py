@@ -361,7 +361,7 @@ class BuildJob:
             self.console.info(f"Loaded {source} as {len(self.plan.references)} reference(s)")
 
     def save_artifact(self, directory: Path) -> Artifact:
-        from buildonce.artifact import pushed_manifests, write_artifact  # zstandard's import: only builds that save
+        from buildonce.artifact import pushed_manifests, write_artifact
 
         names = [str(ref) for ref in self.plan.references]
         manifests: list[bytes] = []

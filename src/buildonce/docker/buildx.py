@@ -18,14 +18,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buildonce.docker.config import Login, config_with_login, docker_config_dir, recorded_driver
+from buildonce.docker.spec import BuildSpec
 from buildonce.errors import BuildError, EngineError, InputError
 from buildonce.github.workflow import Console
-from buildonce.options import BuildOptions
-from buildonce.plan import Plan
 from buildonce.references import Reference
+
+if TYPE_CHECKING:
+    from buildonce.plan import Plan
 
 SECRET_ENV_PREFIX = "BUILDONCE_SECRET_"  # noqa: S105 - a variable name, not a secret
 
@@ -103,7 +105,7 @@ def is_remote_context(context: str) -> bool:
     return "://" in context or context.startswith("git@")
 
 
-def check_paths(options: BuildOptions, cwd: Path) -> None:
+def check_paths(options: BuildSpec, cwd: Path) -> None:
     """Fail early, naming the input, when the build context or Dockerfile is missing."""
     if is_remote_context(options.context):
         return
@@ -123,7 +125,7 @@ def check_paths(options: BuildOptions, cwd: Path) -> None:
 
 
 def build_command(
-    options: BuildOptions,
+    options: BuildSpec,
     plan: Plan,
     *,
     output: Output,
@@ -184,7 +186,7 @@ def _repeat(flag: str, values: Iterable[str]) -> list[str]:
     return [part for value in values for part in (flag, value)]
 
 
-def _secret_args(options: BuildOptions, env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
+def _secret_args(options: BuildSpec, env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
     """``--secret`` flags; inline values go into variables of buildx's environment, named here."""
     args: list[str] = []
     extra_env: dict[str, str] = {}

@@ -95,7 +95,6 @@ class LocalImage:
     id: str
     labels: dict[str, str]
     size: int
-    repo_digests: tuple[str, ...]
     facts: dict[str, Any] = field(default_factory=dict)
     """The engine's view of the image config (os, architecture, created, diff ids, labels, env, cmd,
     entrypoint), in the terms of ``buildonce.tarimage.loaded_matches``."""
@@ -236,7 +235,6 @@ class Engine:
             id=str(data.get("Id", "")),
             labels=dict(config.get("Labels") or {}),
             size=int(data.get("Size") or 0),
-            repo_digests=tuple(data.get("RepoDigests") or ()),
             facts=facts,
         )
 
