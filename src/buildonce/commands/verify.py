@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
@@ -10,8 +12,12 @@ from buildonce.docker.engine import Engine
 from buildonce.errors import ContextError, FatalError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys, check_fresh
 from buildonce.options import verify_options
-from buildonce.references import DIGEST_PATTERN, parse_image_name, split_tag
+from buildonce.references import DIGEST_PATTERN, ImageName, parse_image_name, split_tag
 from buildonce.tags import subject_of
+
+if TYPE_CHECKING:
+    from buildonce.commands.seams import EngineAPI, RegistryAPI
+    from buildonce.retry import RetryPolicy
 
 
 def run(call: Invocation) -> None:
@@ -31,19 +37,11 @@ def run(call: Invocation) -> None:
     policy = retry_policy(options.retry, console)
     registry = open_registry(options.login, call.env, policy)
     try:
-        labels, _ = policy.call(
-            lambda: registry.labels(image, digest or tag or "latest"), f"read labels of {reference}"
+        labels, resolved, source = find_labels(
+            registry, partial(Engine.connect, call.env), policy, image, digest or tag or "latest", reference=reference
         )
-        resolved, _ = policy.call(lambda: registry.resolve(image, digest or tag or "latest"), f"look up {reference}")
-        source = "registry"
-    except RegistryError as failure:
-        labels, resolved, source = _local_labels(call.env, reference, failure)
     finally:
         registry.close()
-    if labels is None:
-        # Not in the registry: an image loaded from an artifact is only in the engine.
-        missing = VerificationError(f"{reference} is neither in the registry nor in the local engine.")
-        labels, resolved, source = _local_labels(call.env, reference, missing)
     check_fresh(reference, labels, sha, keys)
     console.info(f"{reference} was built from {sha} ({source})")
     call.finish({"digest": resolved or "", "revision": labels.get(REVISION, ""), "source": source})
@@ -65,9 +63,35 @@ def _event_commit(call: Invocation) -> str:
         return context.upstream.head_sha  # a fork's pull request: no number to tag by, but a commit
 
 
-def _local_labels(env: Mapping[str, str], reference: str, failure: FatalError) -> tuple[dict[str, str], str, str]:
+Found = tuple[dict[str, str], str, str]
+"""An image's labels, its digest (or local id), and where they were read: "registry" or "local"."""
+
+
+def find_labels(
+    registry: RegistryAPI,
+    connect: Callable[[], EngineAPI],
+    policy: RetryPolicy,
+    image: ImageName,
+    ref: str,
+    *,
+    reference: str,
+) -> Found:
+    """The labels of ``image`` at ``ref`` (a tag or digest) from the registry; from the local engine when the
+    registry cannot answer or does not hold it (an image loaded from an artifact is only there)."""
     try:
-        engine = Engine.connect(env)
+        labels, _ = policy.call(lambda: registry.labels(image, ref), f"read labels of {reference}")
+        resolved, _ = policy.call(lambda: registry.resolve(image, ref), f"look up {reference}")
+    except RegistryError as failure:
+        return _local_labels(connect, reference, failure)
+    if labels is None:
+        missing = VerificationError(f"{reference} is neither in the registry nor in the local engine.")
+        return _local_labels(connect, reference, missing)
+    return labels, resolved or "", "registry"
+
+
+def _local_labels(connect: Callable[[], EngineAPI], reference: str, failure: FatalError) -> Found:
+    try:
+        engine = connect()
     except FatalError:
         raise failure from None
     image = engine.inspect(reference)
