@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,12 +12,13 @@ import pytest
 from events import payload, runner_env
 from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
-from buildonce.commands.build import BuildJob
-from buildonce.docker.buildx import BuildOutcome, Output
+from buildonce.commands.build import BuildJob, _stop_unless_needed, prepare
+from buildonce.commands.publish import Existing
+from buildonce.docker.buildx import BuildOutcome, Output, Stopper
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Console, Inputs
-from buildonce.labels import Keys
+from buildonce.labels import REVISION, Keys
 from buildonce.options import build_options
 from buildonce.plan import make_plan
 from buildonce.retry import RetryPolicy
@@ -170,3 +172,36 @@ def test_the_artifact_holds_every_reference_and_the_pushed_manifest(tmp_path: Pa
     # The proof of the pushed manifest goes in first, then what the engine saved of every reference.
     assert f"buildonce/manifests/{built.digest.replace(':', '/')}".encode() in written
     assert written.endswith(json.dumps([f"{IMAGE}:latest", f"{IMAGE}:sha-0123456"]).encode())
+
+
+def test_preparing_logs_in_and_finds_this_commits_image_which_stops_the_build() -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
+    engine = FakeEngine(registry)
+    options = build_options(
+        Inputs({}, {"images": IMAGE, "username": "bot", "password": "pw", "registry": "registry.test"})
+    )
+    plan = make_plan(
+        build_context(runner_env("push-default"), payload("push-default")),
+        options.plan,
+        now=datetime(2030, 1, 1, tzinfo=timezone.utc),
+    )
+    policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
+    prepared = prepare({}, options, plan, Console(io.StringIO()), policy, connect=lambda: (engine, registry))
+    assert engine.logins == ["registry.test"]
+    assert prepared.existing == Existing(built.digest, {REVISION: SHA})
+    for rebuild, stopped in ((False, True), (True, False)):
+        done: Future[BuildJob] = Future()
+        done.set_result(prepared)
+        stopper = Stopper()
+        _stop_unless_needed(done, stopper, rebuild)
+        assert stopper.stopped is stopped
+
+
+def test_a_failed_preparation_stops_the_build() -> None:
+    done: Future[BuildJob] = Future()
+    done.set_exception(ImmutableTagError("taken"))
+    stopper = Stopper()
+    _stop_unless_needed(done, stopper, rebuild=False)
+    assert stopper.stopped

@@ -110,14 +110,24 @@ def run(call: Invocation) -> None:
 
 
 def prepare(
-    env: Mapping[str, str], options: BuildOptions, plan: Plan, console: Console, policy: RetryPolicy
+    env: Mapping[str, str],
+    options: BuildOptions,
+    plan: Plan,
+    console: Console,
+    policy: RetryPolicy,
+    *,
+    connect: Callable[[], tuple[EngineAPI, RegistryAPI]] | None = None,
 ) -> BuildJob:
-    """Connect to the engine and the registry, log in, and look at the immutable tags (when pushing)."""
-    from buildonce.docker.engine import Engine
+    """Connect to the engine and the registry (``connect``, for the tests), log in, and look at the immutable
+    tags (when pushing)."""
+    if connect is None:
+        from buildonce.docker.engine import Engine
 
-    engine = Engine.connect(env)
+        engine: EngineAPI = Engine.connect(env)
+        registry: RegistryAPI = open_registry(options.login, env, policy)
+    else:
+        engine, registry = connect()
     login = options.login
-    registry = open_registry(login, env, policy)
     job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
     if login:
         engine.login(login)
