@@ -4,7 +4,7 @@ The image: three layers of 200 MiB from /dev/urandom (incompressible, so the com
 a busybox base made locally, built and pushed once with ``buildonce build`` to a private registry.
 
 a) save time: buildonce's artifact writer (``buildonce.artifact.write_artifact`` over
-   ``buildonce.engine.Engine.save``, as ``BuildJob.save_artifact`` calls them) against ``docker save -o``,
+   ``buildonce.docker.engine.Engine.save``, as ``BuildJob.save_artifact`` calls them) against ``docker save -o``,
    interleaved. Both run as processes of their own, so the comparison is CLI against CLI: the writer's
    process does nothing but import buildonce's build module (as a real build has), connect, and save.
    Goal: at most 1.1x ``docker save -o``. gzip and zstd artifacts are timed too, for information.
@@ -85,10 +85,9 @@ QUICK = Counts(save=1, compressed=1, consume=1)
 def save_child(directory: str, compression: str, references: list[str]) -> int:
     """Save the references as buildonce's build does, print what it took as JSON; with no references, only
     import and connect (the floor of the memory measurement)."""
-    from buildonce.artifact import write_artifact
-    from buildonce.build import SAVE_CHUNK
-    from buildonce.engine import Engine
-    from buildonce.options import Compression
+    from buildonce.artifact import Compression, write_artifact
+    from buildonce.commands.build import SAVE_CHUNK
+    from buildonce.docker.engine import Engine
 
     started = time.perf_counter()
     engine = Engine.connect(os.environ)

@@ -10,7 +10,6 @@ Importing this module puts ``tests/support`` on ``sys.path``, so that the script
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -31,8 +30,8 @@ if str(SUPPORT) not in sys.path:
     sys.path.insert(0, str(SUPPORT))
 
 import base_images  # noqa: E402
+from action_run import clean_environment, runner_setup  # noqa: E402
 from events import payload  # noqa: E402
-from runner_format import parse_outputs  # noqa: E402
 
 VENV = REPO / ".venv"
 VENV_PYTHON = str(VENV / "bin" / "python") if (VENV / "bin" / "python").exists() else sys.executable
@@ -178,9 +177,7 @@ def interleave(
 
 def child_env(**extra: str) -> dict[str, str]:
     """This process's environment without any runner or input variables, plus ``extra``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("INPUT_", "GITHUB_", "RUNNER_"))}
-    env.update(extra)
-    return env
+    return clean_environment(**extra)
 
 
 @dataclass
@@ -311,31 +308,19 @@ def run_buildonce(
     check: bool = True,
     timeout: float = 1800,
 ) -> BuildonceRun:
-    """``python -m buildonce COMMAND`` in ``workdir`` with the runner's variables and files, as
-    tests/support/action_run.py runs it, but streaming the log so that each line gets a time stamp."""
-    runner = workdir / ".runner"
-    runner.mkdir(parents=True, exist_ok=True)
-    event_file, output, summary = runner / "event.json", runner / "output", runner / "summary"
-    event_file.write_text(json.dumps(event))
-    output.write_text("")
-    summary.write_text("")
-    process_env = child_env(
-        GITHUB_EVENT_NAME=event_name,
-        GITHUB_EVENT_PATH=str(event_file),
-        GITHUB_OUTPUT=str(output),
-        GITHUB_STEP_SUMMARY=str(summary),
-        GITHUB_REPOSITORY="acme/widget",
-        GITHUB_SERVER_URL="https://github.com",
-        GITHUB_RUN_ID="777",
-        GITHUB_ACTOR="octocat",
-        RUNNER_TEMP=str(runner),
+    """``python -m buildonce COMMAND`` in ``workdir`` with the runner's variables and files, set up by
+    tests/support/action_run.py as the tests run it, but streaming the log so that each line gets a time stamp."""
+    setup = runner_setup(
+        workdir,
+        event_name=event_name,
+        payload=event,
+        env=env,
+        inputs=inputs,
         # Line by line, so that the time stamp of each line says when its step happened.
-        PYTHONUNBUFFERED="1",
+        extra={"PYTHONUNBUFFERED": "1"},
     )
-    process_env.update(env)
-    process_env.update({f"INPUT_{name.upper()}": value for name, value in inputs.items()})
-    streamed = run_streamed([VENV_PYTHON, "-m", "buildonce", command], env=process_env, cwd=workdir, timeout=timeout)
-    run = BuildonceRun(streamed.seconds, streamed.code, streamed.marks, parse_outputs(output.read_text()))
+    streamed = run_streamed([VENV_PYTHON, "-m", "buildonce", command], env=setup.env, cwd=workdir, timeout=timeout)
+    run = BuildonceRun(streamed.seconds, streamed.code, streamed.marks, setup.outputs())
     if check and run.code != 0:
         raise MeasurementError(f"buildonce {command} exited {run.code}:\n{run.log[-4000:]}")
     return run

@@ -1,62 +1,23 @@
-"""Command line: read the inputs and the context once, call the planner or a job, hand results to the edge.
+"""Command line: parse the flags, read the inputs once, mask the secrets, run the command, report a failure.
 
-Subcommands import their heavy modules (the Docker SDK, the registry client) only when they run, so that
-``buildonce plan`` starts fast.
+The commands and their inputs are listed once, in ``buildonce.commands.COMMANDS``; each is imported only
+when it runs, so that ``buildonce plan`` starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from buildonce import __version__
-from buildonce.context import Context, load_context
+from buildonce.commands import COMMANDS, Invocation
 from buildonce.errors import FatalError, InputError
-from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, PLAN_INPUTS, VERIFY_INPUTS, plan_options
-from buildonce.plan import describe, make_plan
-from buildonce.workflow import Console, Inputs, RunnerFiles
-
-KNOWN_INPUTS: dict[str, Mapping[str, str]] = {
-    "plan": PLAN_INPUTS,
-    "build": BUILD_INPUTS,
-    "consume": CONSUME_INPUTS,
-    "verify": VERIFY_INPUTS,
-}
-
-
-@dataclass
-class Invocation:
-    """Everything a subcommand gets: parsed flags, inputs, the environment and where to write."""
-
-    args: argparse.Namespace
-    inputs: Inputs
-    env: Mapping[str, str]
-    console: Console
-    files: RunnerFiles
-
-    def context(self, default_branch: str = "") -> Context:
-        return load_context(
-            self.env,
-            event_path=Path(self.args.event) if self.args.event else None,
-            event_name=self.args.event_name,
-            default_branch=default_branch,
-        )
-
-    def finish(self, outputs: Mapping[str, str], summary: str = "") -> None:
-        """Write every output at once, then the summary; only a successful run gets here."""
-        self.files.write_outputs(outputs)
-        if summary:
-            self.files.write_summary(summary)
-        if self.args.json:
-            sys.stdout.write(json.dumps(dict(outputs), indent=2) + "\n")
+from buildonce.github.workflow import Console, Inputs, RunnerFiles
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,19 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--event-name", metavar="NAME", help="event name (default: $GITHUB_EVENT_NAME)")
     common.add_argument("--json", action="store_true", help="print the outputs as one JSON object on stdout")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    helps = {
-        "plan": "compute tags, labels and decisions; touch nothing",
-        "build": "build once, push with retry, verify the digest",
-        "consume": "find, pull by digest and check this commit's image",
-        "verify": "check that an image was built from a given commit",
-    }
-    for name, text in helps.items():
+    for command in COMMANDS.values():
         commands.add_parser(
-            name,
+            command.name,
             parents=[common],
-            help=text,
-            description=f"buildonce {name}: {text}.",
-            epilog=_inputs_epilog(KNOWN_INPUTS[name]),
+            help=command.help,
+            description=f"buildonce {command.name}: {command.help}.",
+            epilog=_inputs_epilog(command.inputs),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     return parser
@@ -103,7 +58,7 @@ def _inputs_epilog(defaults: Mapping[str, str]) -> str:
 
 
 def _check_input_names(command: str, flags: Sequence[str]) -> None:
-    known = KNOWN_INPUTS[command]
+    known = COMMANDS[command].inputs
     for flag in flags:
         name = flag.partition("=")[0].strip().lower().replace("_", "-")
         if name not in known:
@@ -130,32 +85,6 @@ def _mask_secrets(inputs: Inputs, env: Mapping[str, str], console: Console) -> N
             console.mask(env[name.strip()])
 
 
-def run_plan(call: Invocation) -> None:
-    options = plan_options(call.inputs)
-    context = call.context(options.default_branch)
-    plan = make_plan(context, options, now=datetime.now(timezone.utc))
-    call.console.info(describe(plan))
-    for warning in plan.warnings():
-        call.console.warning(warning)
-    call.finish(plan.outputs())
-
-
-def _job(command: str) -> Callable[[Invocation], None]:
-    if command == "plan":
-        return run_plan
-    if command == "build":
-        from buildonce.build import run_build
-
-        return run_build
-    if command == "consume":
-        from buildonce.consume import run_consume
-
-        return run_consume
-    from buildonce.consume import run_verify
-
-    return run_verify
-
-
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     environment = dict(os.environ if env is None else env)
@@ -166,8 +95,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         inputs = Inputs.from_flags(environment, args.input)
         _mask_secrets(inputs, environment, console)
         _check_input_names(args.command, args.input)
-        call = Invocation(args, inputs, environment, console, files)
-        _job(args.command)(call)
+        call = Invocation(
+            inputs,
+            environment,
+            console,
+            files,
+            event_path=Path(args.event) if args.event else None,
+            event_name=args.event_name,
+            json=args.json,
+        )
+        COMMANDS[args.command].load()(call)
     except FatalError as exc:
         console.error(str(exc), title=exc.title)
         # The job's summary page shows it too, where a reader looks first; the outputs stay unwritten.

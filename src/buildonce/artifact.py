@@ -11,26 +11,32 @@ files are read before it is loaded, so that what it holds is known without askin
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import io
 import itertools
-import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import zstandard
-
 from buildonce.errors import ArtifactError
-from buildonce.options import Compression
-from buildonce.tarimage import PROOF_DIRECTORY, TarContents, member_path, parse_json, sha256_digest
+from buildonce.oci import sha256_digest
+from buildonce.tarimage import PROOF_DIRECTORY, TarContents, member_path, parse_json
 
 if TYPE_CHECKING:
-    from buildonce.registry import Manifest
+    from buildonce.oci import Manifest
 
 CHUNK_SIZE = 1 << 20
+
+
+class Compression(enum.Enum):
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+
+
 SUFFIXES = {Compression.NONE: ".tar", Compression.GZIP: ".tar.gz", Compression.ZSTD: ".tar.zst"}
 GZIP_LEVEL = 1
 """Fast rather than small: the artifact lives a day and upload-artifact zips it again."""
@@ -62,10 +68,6 @@ class Artifact:
     sha256: str
     size: int
 
-    @property
-    def checksum_path(self) -> Path:
-        return checksum_path(self.path)
-
 
 def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
@@ -76,6 +78,8 @@ def _compressor(compression: Compression) -> tuple[Callable[[bytes], bytes], Cal
         gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
         return gzip.compress, gzip.flush
     if compression is Compression.ZSTD:
+        import zstandard  # only a build that saves a zstd artifact loads it
+
         zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
         return zstd.compress, zstd.flush
     return (lambda chunk: chunk), (lambda: b"")
@@ -125,11 +129,11 @@ def expected_checksum(path: Path) -> str | None:
     return text[0].lower()
 
 
-def verify(path: Path, expected: str | None = None) -> str:
+def verify(path: Path) -> str:
     """Check the artifact against its checksum; return the sha256. Raises ArtifactError on a mismatch."""
     if not path.is_file():
         raise ArtifactError(f"the artifact {path} does not exist. Check 'artifact-path' and the download step.")
-    want = expected or expected_checksum(path)
+    want = expected_checksum(path)
     if want is None:
         raise ArtifactError(
             f"there is no checksum for {path} ({checksum_path(path).name} is missing), so it cannot be trusted. "
@@ -150,6 +154,8 @@ def verify(path: Path, expected: str | None = None) -> str:
 
 def read_image_tar(path: Path) -> Iterator[bytes]:
     """The artifact's tar stream, decompressed on the fly whatever compression it was written with."""
+    import zstandard  # loaded by the commands that read an artifact, never by plan
+
     with path.open("rb") as handle:
         head = handle.read(4)
         handle.seek(0)
@@ -197,6 +203,8 @@ class _ChunkReader(io.RawIOBase):
 def scan_image_tar(path: Path) -> TarContents:
     """The tar's small JSON files (manifest.json, index.json, manifests, configs), read in one pass with
     memory bounded by ``MAX_JSON_TOTAL``; layers are skipped over."""
+    import tarfile  # not at import time: the input parser imports this module for Compression
+
     files: dict[str, bytes] = {}
     total = 0
     try:
@@ -229,7 +237,7 @@ def pushed_manifests(fetch: Callable[[str], Manifest | None], reference: str) ->
     document = parse_json(top.raw, f"the manifest of {reference}")
     entries = document.get("manifests") if isinstance(document, dict) else None
     if isinstance(entries, list):
-        from buildonce.registry import is_attestation
+        from buildonce.oci import is_attestation
 
         children = [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)]
         for entry in [e for e in children if not is_attestation(e)][:MAX_PROOF_CHILDREN]:
@@ -242,6 +250,8 @@ def pushed_manifests(fetch: Callable[[str], Manifest | None], reference: str) ->
 def proof_members(manifests: Iterable[bytes]) -> bytes:
     """Tar members holding each manifest under ``PROOF_DIRECTORY``, named by its digest, to go in front of
     docker save's stream (a tar is its members one after the other; docker's own end the archive)."""
+    import tarfile  # not at import time: the input parser imports this module for Compression
+
     out = bytearray()
     for raw in manifests:
         info = tarfile.TarInfo(f"{PROOF_DIRECTORY}/{sha256_digest(raw).removeprefix('sha256:')}")

@@ -6,10 +6,10 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 
-from buildonce.context import Context
-from buildonce.errors import InputError
+from buildonce.errors import InputError, VerificationError
+from buildonce.github.context import Context
+from buildonce.github.workflow import check_text
 from buildonce.tags import Kind, Subject
-from buildonce.workflow import check_text
 
 OCI = "org.opencontainers.image"
 REVISION = f"{OCI}.revision"
@@ -29,6 +29,35 @@ class Keys:
         self.pr_head_sha = f"{namespace}.pr.head-sha"
         self.branch = f"{namespace}.branch"
         self.run_url = f"{namespace}.run-url"
+
+
+def image_commit(labels: Mapping[str, str], keys: Keys, *, pr_head: bool = True) -> str:
+    """The commit an image names as the one it was built from: with ``pr_head``, a pull request's head commit
+    (its pr.head-sha label) where it has one, else its revision label; empty when it names none.
+
+    This is the one freshness rule: the build reads it to tell its own commit's image from another's under an
+    immutable tag, consume and verify to tell a fresh image from a stale one.
+    """
+    if pr_head:
+        return labels.get(keys.pr_head_sha) or labels.get(REVISION, "")
+    return labels.get(REVISION, "")
+
+
+def check_fresh(reference: str, labels: Mapping[str, str], sha: str, keys: Keys) -> str:
+    """Fail unless the image's labels say it was built from ``sha`` (as its revision or as a pull request's
+    head); return ``sha``."""
+    if sha in (image_commit(labels, keys, pr_head=False), image_commit(labels, keys)):
+        return sha
+    named = image_commit(labels, keys)
+    if not named:
+        raise VerificationError(
+            f"{reference} carries no {REVISION} label, so it cannot be shown to be built from {sha}. "
+            "Build it with buildonce (or add the label), or set check-freshness: false."
+        )
+    raise VerificationError(
+        f"{reference} was built from commit {named}, but this job tests {sha}: the tag is stale or was "
+        "pushed again by another run. Re-run the build for this commit, or check which run pushed it."
+    )
 
 
 def check_namespace(namespace: str) -> str:

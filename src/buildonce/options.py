@@ -13,8 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from buildonce.context import MAX_EPOCH, parse_epoch
+from buildonce.artifact import Compression
+from buildonce.docker.config import Login
+from buildonce.docker.spec import Secret
 from buildonce.errors import InputError
+from buildonce.github.context import MAX_EPOCH, parse_epoch
+from buildonce.github.workflow import Inputs
 from buildonce.labels import DEFAULT_NAMESPACE, check_annotation, check_label, check_namespace, parse_labels
 from buildonce.platforms import check_platform
 from buildonce.references import (
@@ -27,7 +31,6 @@ from buildonce.references import (
     parse_reference,
 )
 from buildonce.tags import PrSha, TagPolicy
-from buildonce.workflow import Inputs
 
 PLAN_INPUTS: dict[str, str] = {
     "images": "",
@@ -138,12 +141,6 @@ class Source(enum.Enum):
     """The registry, then the artifact (when one is given) if the registry cannot serve the image."""
     REGISTRY = "registry"
     ARTIFACT = "artifact"
-
-
-class Compression(enum.Enum):
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -330,13 +327,6 @@ def retry_options(inputs: Inputs, defaults: dict[str, str]) -> RetryOptions:
     )
 
 
-@dataclass(frozen=True)
-class Login:
-    registry: str
-    username: str
-    password: str = ""
-
-
 def login_options(inputs: Inputs) -> Login | None:
     registry, username = inputs.get("registry"), inputs.get("username")
     # Passwords are taken as given: a trailing space may be part of one.
@@ -350,14 +340,6 @@ def login_options(inputs: Inputs) -> Login | None:
             "give both to log in, or neither to use the credentials already in the Docker config."
         )
     return Login(registry=registry or "docker.io", username=username, password=password)
-
-
-@dataclass(frozen=True)
-class Secret:
-    id: str
-    value: str = ""
-    src: str = ""
-    env: str = ""
 
 
 def _secrets(inputs: Inputs) -> tuple[Secret, ...]:

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from buildonce.context import Context
 from buildonce.errors import InputError
+from buildonce.github.context import Context
 from buildonce.labels import OCI, annotations_for, computed_labels, merge_labels
 from buildonce.options import PlanOptions
 from buildonce.references import ImageName, Reference

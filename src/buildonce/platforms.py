@@ -61,6 +61,20 @@ KNOWN_VARIANTS = {
     "386": frozenset({"sse2", "softfloat"}),
 }
 
+DEFAULT_VARIANTS = {"arm64": "v8"}
+"""The variant of a platform that names none, as containerd matches them: arm64 is arm64/v8."""
+
+
+def matches(wanted: str, os_name: object, arch: object, variant: object) -> bool:
+    """Whether an image of ``os_name/arch[/variant]`` (as an index names it) serves ``wanted``
+    (``os/arch[/variant]``); ``wanted`` without a variant takes any."""
+    parts = wanted.split("/")
+    if [os_name, arch] != parts[:2]:
+        return False
+    if len(parts) < 3:
+        return True
+    return variant == parts[2] or (not variant and DEFAULT_VARIANTS.get(parts[1]) == parts[2])
+
 
 def check_platform(text: str, *, source: str = "platforms") -> str:
     """Return the platform as given if it names a known os/arch[/variant]; raise a clear error if not."""

@@ -53,6 +53,11 @@ class RetryPolicy:
             wait = max(wait, min(error.retry_after, MAX_RETRY_AFTER))
         return wait
 
+    def call_timed(self, operation: Callable[[float], T], what: str) -> T:
+        """``call`` for an operation that takes its deadline: each attempt gets ``timeout_seconds``."""
+        result, _ = self.call(lambda: operation(self.timeout_seconds), what)
+        return result
+
     def call(self, operation: Callable[[], T], what: str) -> tuple[T, int]:
         """Run ``operation`` until it succeeds, fails permanently, or runs out of attempts.
 

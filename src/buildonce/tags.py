@@ -10,8 +10,8 @@ import enum
 import re
 from dataclasses import dataclass
 
-from buildonce.context import Context
 from buildonce.errors import ContextError, InputError
+from buildonce.github.context import Context
 from buildonce.references import is_valid_tag
 
 MAX_TAG_LENGTH = 128

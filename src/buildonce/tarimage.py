@@ -18,7 +18,6 @@ Everything here is pure: the tar's small JSON files in, values or an ``ArtifactE
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -26,18 +25,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from buildonce.docker.config import normalize_registry
 from buildonce.errors import ArtifactError
-from buildonce.references import DOCKER_HUB, ImageName, split_tag
+from buildonce.oci import select_manifest, sha256_digest
+from buildonce.references import ImageName, split_tag
 
 PROOF_DIRECTORY = "buildonce/manifests/sha256"
 """Where the build puts the pushed manifests' exact bytes inside the tar; engines load nothing from here."""
 CONTAINERD_NAME = "io.containerd.image.name"
 OCI_REF_NAME = "org.opencontainers.image.ref.name"
-_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def member_path(name: str) -> str:
@@ -87,8 +83,7 @@ class HeldImage:
 def repository_key(name: str) -> tuple[str, str]:
     """(registry, repository) as Docker resolves them, so that ``acme/app`` and ``docker.io/acme/app`` match."""
     image = ImageName(name)
-    registry = DOCKER_HUB if image.registry in _HUB_ALIASES else image.registry
-    return registry, image.repository
+    return normalize_registry(image.registry), image.repository
 
 
 def parse_json(raw: bytes, what: str) -> Any:
@@ -123,9 +118,7 @@ def _digest_of(descriptor: Mapping[str, Any], what: str) -> str:
 
 def platform_entry(index: Mapping[str, Any], platform: str) -> dict[str, Any] | None:
     """The image of an index for ``os/arch[/variant]``, leaving out BuildKit's attestation manifests."""
-    from buildonce.registry import select_manifest  # one platform rule for the registry and the tar
-
-    return select_manifest(index, platform)
+    return select_manifest(index, platform)  # one platform rule for the registry and the tar
 
 
 def image_manifest(contents: TarContents, digest: str, platform: str, what: str) -> dict[str, Any] | None:

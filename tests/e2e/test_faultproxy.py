@@ -34,10 +34,11 @@ from certificates import self_signed, server_context
 from faultproxy import Delay, Down, Drip, Drop, FaultProxy, Hang, Status
 from registry_server import RegistryServer
 
-from buildonce import transport
 from buildonce.errors import RegistryError
+from buildonce.oci import MANIFEST_ACCEPT
 from buildonce.references import ImageName
-from buildonce.registry import MANIFEST_ACCEPT, Registry
+from buildonce.registry import http as transport
+from buildonce.registry.client import Registry
 from buildonce.retry import RetryPolicy
 
 MB = 1024 * 1024

@@ -16,9 +16,11 @@ import registry_api
 import requests
 from registry_server import RegistryServer
 
+from buildonce.docker.config import Credentials
 from buildonce.errors import RegistryError
+from buildonce.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from buildonce.references import ImageName, Reference
-from buildonce.registry import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Credentials, Registry
+from buildonce.registry.client import Registry
 
 BOTH = "linux/amd64,linux/arm64"
 

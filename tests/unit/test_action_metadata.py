@@ -19,12 +19,12 @@ import pytest
 import yaml
 from events import payload, runner_env
 
-from buildonce.consume import Consumed
-from buildonce.context import build_context
+from buildonce.commands.consume import Consumed
+from buildonce.github.context import build_context
+from buildonce.github.workflow import Inputs
 from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, plan_options
 from buildonce.plan import make_plan
 from buildonce.report import BuildReport
-from buildonce.workflow import Inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIONS = {"build": ROOT / "action.yml", "consume": ROOT / "consume" / "action.yml"}

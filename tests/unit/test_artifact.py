@@ -14,6 +14,7 @@ import zstandard
 
 from buildonce.artifact import (
     MAX_JSON_MEMBER,
+    Compression,
     checksum_path,
     pushed_manifests,
     read_image_tar,
@@ -22,8 +23,7 @@ from buildonce.artifact import (
     write_artifact,
 )
 from buildonce.errors import ArtifactError
-from buildonce.options import Compression
-from buildonce.registry import Manifest
+from buildonce.oci import Manifest
 from buildonce.tarimage import PROOF_DIRECTORY
 
 

@@ -4,99 +4,24 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import cast
 
 import pytest
 from events import payload, runner_env
+from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
-from buildonce.build import BuildJob
-from buildonce.buildx import BuildOutcome, Output
-from buildonce.context import build_context
-from buildonce.engine import Engine
+from buildonce.commands.build import BuildJob, _stop_unless_needed, prepare
+from buildonce.commands.publish import Existing
+from buildonce.docker.buildx import BuildOutcome, Output, Stopper
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
+from buildonce.github.context import build_context
+from buildonce.github.workflow import Console, Inputs
 from buildonce.labels import REVISION, Keys
 from buildonce.options import build_options
 from buildonce.plan import make_plan
-from buildonce.references import ImageName, Reference
-from buildonce.registry import Manifest, Registry
 from buildonce.retry import RetryPolicy
-from buildonce.workflow import Console, Inputs
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
-OTHER = "f" * 40
-IMAGE = "registry.test/acme/widget"
-
-
-def manifest_for(sha: str, config: str = "sha256:" + "c" * 64) -> Manifest:
-    raw = json.dumps(
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"digest": config}, "x": sha}
-    )
-    return Manifest.from_bytes(raw.encode(), "application/vnd.oci.image.manifest.v1+json")
-
-
-@dataclass
-class FakeRegistry:
-    tags: dict[tuple[str, str], str] = field(default_factory=dict)
-    manifests: dict[str, Manifest] = field(default_factory=dict)
-    commits: dict[str, str] = field(default_factory=dict)
-    puts: list[str] = field(default_factory=list)
-    failures: int = 0
-
-    def store(self, manifest: Manifest, sha: str) -> str:
-        self.manifests[manifest.digest] = manifest
-        self.commits[manifest.digest] = sha
-        return manifest.digest
-
-    def resolve(self, image: ImageName, reference: str) -> str | None:
-        if self.failures:
-            self.failures -= 1
-            raise RegistryError("503", transient=True)
-        return reference if reference in self.manifests else self.tags.get((image.name, reference))
-
-    def get_manifest(self, image: ImageName, reference: str) -> Manifest | None:
-        digest = self.resolve(image, reference)
-        return self.manifests.get(digest) if digest else None
-
-    def labels(self, image: ImageName, reference: str) -> dict[str, str] | None:
-        digest = self.resolve(image, reference)
-        return {REVISION: self.commits[digest]} if digest in self.commits else None
-
-    def put_manifest(self, image: ImageName, tag: str, manifest: Manifest) -> str:
-        self.puts.append(tag)
-        self.tags[(image.name, tag)] = manifest.digest
-        return manifest.digest
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass
-class FakeEngine:
-    registry: FakeRegistry
-    names: dict[str, tuple[Manifest, str]] = field(default_factory=dict)
-    """What each local name holds when it is pushed: a manifest and the commit it was built from."""
-    pushed: list[str] = field(default_factory=list)
-    tagged: list[tuple[str, str]] = field(default_factory=list)
-    containerd_store: bool = True
-
-    def push(self, reference: Reference, timeout: float) -> str:
-        self.pushed.append(str(reference))
-        manifest, sha = self.names[str(reference)]
-        digest = self.registry.store(manifest, sha)
-        self.registry.tags[(reference.image.name, reference.tag)] = digest
-        return digest
-
-    def inspect(self, reference: str) -> None:
-        return None
-
-    def tag(self, source: str, reference: Reference) -> None:
-        self.tagged.append((source, str(reference)))
-
-    def close(self) -> None:
-        pass
 
 
 def job(registry: FakeRegistry, engine: FakeEngine, **inputs: str) -> BuildJob:
@@ -109,8 +34,8 @@ def job(registry: FakeRegistry, engine: FakeEngine, **inputs: str) -> BuildJob:
         plan,
         options,
         Console(io.StringIO()),
-        cast(Engine, engine),
-        cast(Registry, registry),
+        engine,
+        registry,
         policy,
         Keys(options.plan.label_namespace),
     )
@@ -179,12 +104,12 @@ def test_a_mutable_tag_moved_on_by_a_newer_commit_is_reported_not_failed() -> No
     registry.tags[(IMAGE, "latest")] = registry.store(manifest_for(OTHER), OTHER)
     console_stream = io.StringIO()
     build_job = job(registry, FakeEngine(registry))
-    build_job.console = Console(console_stream)
-    build_job.verify(built.digest)
+    build_job.publisher.console = Console(console_stream)
+    build_job.publisher.verify(built.digest)
     assert "was moved on to" in console_stream.getvalue()
     registry.tags[(IMAGE, "sha-0123456")] = registry.tags[(IMAGE, "latest")]
     with pytest.raises(VerificationError):
-        build_job.verify(built.digest)
+        build_job.publisher.verify(built.digest)
 
 
 def test_an_unreadable_image_under_a_tag_is_retried_not_taken_for_unlabelled() -> None:
@@ -202,3 +127,91 @@ def test_a_loaded_image_gets_its_other_names_after_the_build_by_its_own_id(tmp_p
     made = BuildOutcome(metadata={"containerimage.digest": built.digest}, imageid=built.digest, seconds=1.0)
     job(registry, engine, load="true").push(Output.ENGINE, made, tmp_path)
     assert engine.tagged == [(built.digest, f"{IMAGE}:latest")]
+
+
+def test_an_image_already_under_the_immutable_tag_is_reused_and_loaded(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
+    engine = FakeEngine(registry)
+    build_job = job(registry, engine, load="true")
+    existing = build_job.check_immutable_tags()
+    assert existing is not None
+    report = build_job.reuse(existing)
+    assert report.reused
+    assert report.digest == built.digest
+    assert registry.puts == ["latest"]
+    assert engine.pulled == [f"{IMAGE}@{built.digest}"]
+    assert sorted(name for _, name in engine.tagged) == [f"{IMAGE}:latest", f"{IMAGE}:sha-0123456"]
+    assert engine.pushed == []
+
+
+def test_a_layout_build_is_pushed_by_the_registry_immutable_tag_first(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = FakeEngine(registry)
+    built, _ = registry.layout
+    report = job(registry, engine).push(Output.LAYOUT, outcome(built.digest), tmp_path)
+    assert registry.puts == ["sha-0123456", "latest"]
+    assert report.pushed
+    assert report.digest == built.digest
+    assert engine.pushed == []
+
+
+def test_a_layout_that_holds_another_digest_than_the_build_reported_fails(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    with pytest.raises(VerificationError, match="the layout holds"):
+        job(registry, FakeEngine(registry)).push(Output.LAYOUT, outcome(manifest_for(OTHER).digest), tmp_path)
+
+
+def test_nothing_is_pushed_when_the_plan_does_not_push(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = FakeEngine(registry)
+    report = job(registry, engine, push="false").push(Output.ENGINE, outcome(manifest_for(SHA).digest), tmp_path)
+    assert not report.pushed
+    assert report.attempts == 0
+    assert engine.pushed == registry.puts == []
+
+
+def test_the_artifact_holds_every_reference_and_the_pushed_manifest(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
+    artifact = job(registry, FakeEngine(registry), compression="none").save_artifact(tmp_path)
+    assert artifact.path.is_file()
+    written = artifact.path.read_bytes()
+    # The proof of the pushed manifest goes in first, then what the engine saved of every reference.
+    assert f"buildonce/manifests/{built.digest.replace(':', '/')}".encode() in written
+    assert written.endswith(json.dumps([f"{IMAGE}:latest", f"{IMAGE}:sha-0123456"]).encode())
+
+
+def test_preparing_logs_in_and_finds_this_commits_image_which_stops_the_build() -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
+    engine = FakeEngine(registry)
+    options = build_options(
+        Inputs({}, {"images": IMAGE, "username": "bot", "password": "pw", "registry": "registry.test"})
+    )
+    plan = make_plan(
+        build_context(runner_env("push-default"), payload("push-default")),
+        options.plan,
+        now=datetime(2030, 1, 1, tzinfo=timezone.utc),
+    )
+    policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
+    prepared = prepare({}, options, plan, Console(io.StringIO()), policy, connect=lambda: (engine, registry))
+    assert engine.logins == ["registry.test"]
+    assert prepared.existing == Existing(built.digest, {REVISION: SHA})
+    for rebuild, stopped in ((False, True), (True, False)):
+        done: Future[BuildJob] = Future()
+        done.set_result(prepared)
+        stopper = Stopper()
+        _stop_unless_needed(done, stopper, rebuild)
+        assert stopper.stopped is stopped
+
+
+def test_a_failed_preparation_stops_the_build() -> None:
+    done: Future[BuildJob] = Future()
+    done.set_exception(ImmutableTagError("taken"))
+    stopper = Stopper()
+    _stop_unless_needed(done, stopper, rebuild=False)
+    assert stopper.stopped

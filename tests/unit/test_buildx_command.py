@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from events import payload, runner_env
 
-from buildonce.buildx import Output, build_command, check_paths, docker_config_with_login
-from buildonce.context import build_context
+from buildonce.docker.buildx import Output, build_command, check_paths, docker_config_with_login
+from buildonce.docker.config import Login
 from buildonce.errors import InputError
-from buildonce.options import Login, build_options
+from buildonce.github.context import build_context
+from buildonce.github.workflow import Inputs
+from buildonce.options import build_options
 from buildonce.plan import make_plan
-from buildonce.workflow import Inputs
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from buildonce.buildx import BuildCommand, Stopper, run_build
+from buildonce.docker.buildx import BuildCommand, Stopper, run_build
 from buildonce.errors import BuildError
-from buildonce.workflow import Console
+from buildonce.github.workflow import Console
 
 # Prints a progress line, then waits; on SIGTERM it complains the way buildx does, and exits 1.
 _FAKE_BUILDX = """

@@ -5,13 +5,13 @@ from datetime import datetime, timezone
 import pytest
 from events import payload, runner_env
 
-from buildonce.build import choose_output
-from buildonce.buildx import Builder, Output
-from buildonce.context import build_context
+from buildonce.commands.build import choose_output
+from buildonce.docker.buildx import Builder, Output
 from buildonce.errors import InputError
+from buildonce.github.context import build_context
+from buildonce.github.workflow import Inputs
 from buildonce.options import PushVia, plan_options
 from buildonce.plan import Plan, make_plan
-from buildonce.workflow import Inputs
 
 
 def plan(platforms: str = "") -> Plan:

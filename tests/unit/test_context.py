@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from events import payload, runner_env
 
-from buildonce.context import build_context, git_commit_time, load_context, read_payload
 from buildonce.errors import ContextError, InputError
+from buildonce.github.context import build_context, git_commit_time, load_context, read_payload
 from buildonce.tags import Kind, PrSha, subject_of
 
 

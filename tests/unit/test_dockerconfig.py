@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from buildonce.dockerconfig import docker_config_dir, recorded_driver
+from buildonce.docker.config import docker_config_dir, recorded_driver
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from buildonce.engine import _digest_of, classify_push_error
+from buildonce.docker.engine import _digest_of, classify_push_error
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from runner_format import commands
 
 from buildonce.__main__ import main
-from buildonce.context import SUPPORTED_EVENTS, build_context, read_payload
 from buildonce.errors import FatalError
+from buildonce.github.context import SUPPORTED_EVENTS, build_context, read_payload
+from buildonce.github.workflow import Inputs
 from buildonce.options import (
     BUILD_INPUTS,
     CONSUME_INPUTS,
@@ -37,7 +38,6 @@ from buildonce.options import (
 )
 from buildonce.plan import Plan, describe, make_plan
 from buildonce.tags import subject_of
-from buildonce.workflow import Inputs
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")

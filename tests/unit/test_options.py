@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from buildonce.artifact import Compression
 from buildonce.errors import InputError
+from buildonce.github.workflow import Inputs
 from buildonce.options import (
     BUILD_INPUTS,
-    Compression,
     PushVia,
     Switch,
     build_options,
@@ -15,7 +16,6 @@ from buildonce.options import (
 )
 from buildonce.platforms import check_platform
 from buildonce.references import parse_image_name
-from buildonce.workflow import Inputs
 
 
 def inputs(**values: str) -> Inputs:

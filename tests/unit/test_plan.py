@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from events import payload, runner_env
 
-from buildonce.context import build_context
 from buildonce.errors import InputError
+from buildonce.github.context import build_context
+from buildonce.github.workflow import Inputs
 from buildonce.options import plan_options
 from buildonce.plan import DEPENDABOT, Plan, describe, make_plan
-from buildonce.workflow import Inputs
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 

@@ -22,27 +22,16 @@ import pytest
 from certificates import self_signed, server_context
 from registry_server import free_port
 
-from buildonce import transport
-from buildonce.dockerconfig import docker_config_dir
+from buildonce.docker.config import Credentials, docker_config_dir, normalize_registry
 from buildonce.errors import ArtifactError, RegistryError
+from buildonce.layout import read_layout
+from buildonce.oci import OCI_INDEX, OCI_MANIFEST, Manifest, select_manifest, sha256_digest
 from buildonce.references import ImageName
-from buildonce.registry import (
-    OCI_INDEX,
-    OCI_MANIFEST,
-    Credentials,
-    Manifest,
-    Registry,
-    base_url,
-    normalize_registry,
-    parse_challenge,
-    parse_retry_after,
-    read_layout,
-    registry_said,
-    select_manifest,
-    sha256_digest,
-)
+from buildonce.registry import http as transport
+from buildonce.registry.auth import parse_challenge
+from buildonce.registry.client import Registry, base_url
+from buildonce.registry.http import insecure_by_default, parse_retry_after, registry_said
 from buildonce.retry import RetryPolicy
-from buildonce.transport import insecure_by_default
 
 DIGEST = "sha256:" + "ab" * 32
 PASSWORD = "s3cret-Pass-0417"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from runner_format import commands, parse_outputs
 
 from buildonce.errors import InputError
-from buildonce.workflow import Console, Inputs, RunnerFiles, format_outputs
+from buildonce.github.workflow import Console, Inputs, RunnerFiles, format_outputs
 
 
 def test_inputs_hyphen_and_underscore_spellings_and_flags_win() -> None:

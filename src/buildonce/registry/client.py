@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email.utils
 import functools
-import hashlib
-import json
 import re
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -30,100 +26,43 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import requests
 import urllib3
 
-from buildonce import transport
-from buildonce.errors import ArtifactError, RegistryError
+from buildonce.docker.config import (
+    DOCKER_HUB_API,
+    ConfigError,
+    Credentials,
+    normalize_registry,
+    stored_credentials,
+)
+from buildonce.docker.config import (
+    TOKEN_USERNAME as _TOKEN_USERNAME,
+)
+from buildonce.errors import RegistryError
+from buildonce.layout import LayoutBlob, read_layout
+from buildonce.oci import (
+    MANIFEST_ACCEPT,
+    Manifest,
+    declared_media_type,
+    json_object,
+    platforms_of,
+    select_manifest,
+    sha256_digest,
+)
 from buildonce.references import DIGEST_PATTERN, DOCKER_HUB, ImageName, Reference
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
-
-DOCKER_HUB_API = "registry-1.docker.io"
-_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API, "registry.hub.docker.com"})
-_TOKEN_USERNAME = "<token>"  # noqa: S105 - a marker, not a secret
-"""Docker's marker, in place of a user name, for an identity (OAuth refresh) token in place of a password."""
+from buildonce.registry import http as transport
+from buildonce.registry.auth import Challenge, parse_challenge, scope
+from buildonce.registry.http import error_codes, parse_retry_after, registry_said
 
 SMALL_BLOB = 1 << 20
 """Blobs up to this size are read into memory and sent in one PUT; larger ones are streamed from the file."""
 
-_ATTESTATION = "attestation-manifest"
 _DIGEST_ANY = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
-_CHALLENGE_PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))')
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _OPENSSL_REASON = re.compile(r"\[SSL(?:: [A-Z0-9_]+)?\] ([^(]+?)\s*\(_ssl")
 _TLS_CUT = ("eof", "connection reset", "connection aborted")
 _REASONS = ("Remote end closed connection", "Connection aborted", "Connection reset", "Connection refused")
 
 
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
-    """Never printed, never put in argv; ``repr`` leaves it out so that a stray log line cannot show it."""
-
-
-@dataclass(frozen=True)
-class Manifest:
-    media_type: str
-    digest: str
-    raw: bytes = field(repr=False)
-    """The exact bytes: the digest is their hash, so re-serialising the JSON would make another manifest."""
-
-    @classmethod
-    def from_bytes(cls, raw: bytes, media_type: str | None = None) -> Manifest:
-        return cls(media_type or _media_type_in(raw), sha256_digest(raw), raw)
-
-    def json(self) -> dict[str, Any]:
-        data = json.loads(self.raw)
-        if not isinstance(data, dict):
-            raise TypeError(f"manifest {self.digest} is not a JSON object")
-        return data
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_MEDIA_TYPES
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """A parsed ``WWW-Authenticate`` header: ``basic`` or ``bearer`` with its parameters (realm, service …)."""
-
-    scheme: str
-    params: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class _Blob:
-    digest: str
-    size: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class _LayoutImage:
-    top: Manifest
-    children: tuple[Manifest, ...]
-    """Every manifest below the top one, each after the manifests it refers to: the order to push them in."""
-    blobs: tuple[_Blob, ...]
-
-
 # --- pure helpers -----------------------------------------------------------------------------------------
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def normalize_registry(name: str) -> str:
-    """A registry key as logins and the Docker config name it: ``https://index.docker.io/v1/`` is docker.io."""
-    host = name.strip()
-    if "://" in host:
-        host = host.split("://", 1)[1]
-    host = host.split("/", 1)[0].lower()
-    return DOCKER_HUB if host in _HUB_ALIASES else host
 
 
 def api_host(registry: str) -> str:
@@ -137,145 +76,8 @@ def base_url(registry: str) -> str:
     return f"https://{api_host(registry)}"
 
 
-def parse_challenge(header: str) -> Challenge | None:
-    """Read the first challenge of a ``WWW-Authenticate`` header (quoted values may hold commas)."""
-    match = re.match(r"\s*([A-Za-z][\w-]*)\s*(.*)", header, re.DOTALL)
-    if match is None:
-        return None
-    scheme, rest = match.group(1).lower(), match.group(2)
-    params: dict[str, str] = {}
-    for param in _CHALLENGE_PARAM.finditer(rest):
-        quoted, bare = param.group(2), param.group(3)
-        params[param.group(1).lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
-    return Challenge(scheme, params)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header, which holds either seconds or an HTTP-date."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isascii() and text.isdigit():  # str.isdigit() also takes "²", which float() does not
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def registry_said(body: bytes, content_type: str = "") -> str:
-    """What the registry said in its ``{"errors": [...]}`` body, in one line; empty when it said nothing."""
-    if not body:
-        return ""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("errors"), list):
-        parts = []
-        for error in data["errors"]:
-            if not isinstance(error, dict):
-                continue
-            part = f"{error.get('code', 'UNKNOWN')}: {error.get('message', '')}".rstrip(": ")
-            detail = error.get("detail")
-            if detail:
-                part += f" ({json.dumps(detail) if not isinstance(detail, str) else detail})"
-            parts.append(part)
-        return _shorten("; ".join(parts))
-    if "html" in content_type:
-        return ""
-    return _shorten(body.decode("utf-8", "replace").strip().splitlines()[0]) if body.strip() else ""
-
-
-def error_codes(body: bytes) -> set[str]:
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        return set()
-    if not isinstance(data, dict) or not isinstance(data.get("errors"), list):
-        return set()
-    return {str(error.get("code")) for error in data["errors"] if isinstance(error, dict)}
-
-
-def is_attestation(descriptor: Mapping[str, Any]) -> bool:
-    """BuildKit lists provenance and SBOMs in the index as platform unknown/unknown manifests."""
-    annotations = descriptor.get("annotations") or {}
-    platform = descriptor.get("platform") or {}
-    return annotations.get("vnd.docker.reference.type") == _ATTESTATION or (
-        platform.get("os"),
-        platform.get("architecture"),
-    ) == ("unknown", "unknown")
-
-
-def select_manifest(index: Mapping[str, Any], platform: str | None) -> dict[str, Any] | None:
-    """The entry of an index for ``platform`` (``os/arch[/variant]``), or the first image when None."""
-    entries = [entry for entry in index.get("manifests") or [] if isinstance(entry, dict) and "digest" in entry]
-    images = [entry for entry in entries if not is_attestation(entry)]
-    if platform is None:
-        return images[0] if images else None
-    wanted = platform.split("/")
-    for entry in images:
-        have = entry.get("platform") or {}
-        found = [have.get("os"), have.get("architecture"), have.get("variant")]
-        if found[:2] != wanted[:2]:
-            continue
-        if len(wanted) < 3 or found[2] == wanted[2] or (wanted[1:] == ["arm64", "v8"] and not found[2]):
-            return entry
-    return None
-
-
-def platforms_of(index: Mapping[str, Any]) -> list[str]:
-    named = []
-    for entry in index.get("manifests") or []:
-        if isinstance(entry, dict) and not is_attestation(entry):
-            plat = entry.get("platform") or {}
-            named.append(
-                "/".join(part for part in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if part)
-            )
-    return named
-
-
-def credentials_from_entry(entry: Mapping[str, Any] | None) -> Credentials | None:
-    """Credentials from the Docker SDK's auth entry, which spells keys differently per source."""
-    if not entry:
-        return None
-    token = entry.get("IdentityToken") or entry.get("identitytoken")
-    if token:
-        return Credentials(_TOKEN_USERNAME, str(token))
-    username = entry.get("username") or entry.get("Username")
-    password = entry.get("password") or entry.get("Password")
-    if username and password:
-        return Credentials(str(username), str(password))
-    return None
-
-
 def describe(image: ImageName, reference: str) -> str:
     return image.with_digest(reference) if _DIGEST_ANY.fullmatch(reference) else image.with_tag(reference)
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _declared_media_type(raw: bytes) -> str | None:
-    declared = _json_object(raw).get("mediaType")
-    return declared if isinstance(declared, str) and declared else None
-
-
-def _media_type_in(raw: bytes) -> str:
-    # An OCI manifest or index may leave mediaType out; a "manifests" list still tells an index apart.
-    return _declared_media_type(raw) or (OCI_INDEX if "manifests" in _json_object(raw) else OCI_MANIFEST)
-
-
-def _shorten(text: str, limit: int = 400) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _with_query(url: str, **params: str) -> str:
@@ -306,10 +108,6 @@ def _without_query(url: str) -> str:
     return urlsplit(url)._replace(query="", fragment="").geturl()
 
 
-def _scope(image: ImageName, actions: str) -> str:
-    return f"repository:{image.repository}:{actions}"
-
-
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -323,79 +121,6 @@ def _operation(method: Callable[Concatenate[Registry, _P], _R]) -> Callable[Conc
             return method(self, *args, **kwargs)
 
     return bounded
-
-
-# --- reading an OCI layout ----------------------------------------------------------------------------------
-
-
-def read_layout(layout: Path) -> _LayoutImage:
-    """The image of an OCI layout directory: its one top-level manifest, what it refers to, and the blobs."""
-    index = _read_layout_json(layout / "index.json", layout)
-    entries = index.get("manifests")
-    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
-        count = len(entries) if isinstance(entries, list) else 0
-        raise ArtifactError(f"{layout}/index.json lists {count} manifests; a buildx OCI export lists exactly one.")
-    children: dict[str, Manifest] = {}
-    blobs: dict[str, _Blob] = {}
-    top = _walk_layout(layout, entries[0], children, blobs)
-    return _LayoutImage(top, tuple(children.values()), tuple(blobs.values()))
-
-
-def _read_layout_json(path: Path, layout: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} is missing: {layout} is not an OCI image layout.") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ArtifactError(f"{path} is not a JSON object.")
-    return data
-
-
-def _layout_blob(layout: Path, descriptor: Mapping[str, Any]) -> _Blob:
-    digest = descriptor.get("digest")
-    # The digest becomes a path; only a well-formed sha256 one may, so that no entry can point outside.
-    if not isinstance(digest, str) or not DIGEST_PATTERN.fullmatch(digest):
-        raise ArtifactError(f"{layout}: a descriptor has an unsupported digest {digest!r}.")
-    path = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
-    size = descriptor.get("size")
-    try:
-        actual = path.stat().st_size
-    except FileNotFoundError:
-        raise ArtifactError(f"{layout}: blob {digest} is missing; the layout is incomplete.") from None
-    if isinstance(size, int) and size != actual:
-        raise ArtifactError(f"{layout}: blob {digest} has {actual} bytes, its descriptor says {size}.")
-    return _Blob(digest, actual, path)
-
-
-def _walk_layout(
-    layout: Path, descriptor: Mapping[str, Any], children: dict[str, Manifest], blobs: dict[str, _Blob]
-) -> Manifest:
-    blob = _layout_blob(layout, descriptor)
-    raw = blob.path.read_bytes()
-    manifest = Manifest.from_bytes(raw, descriptor.get("mediaType") or None)
-    if manifest.digest != blob.digest:
-        raise ArtifactError(f"{layout}: manifest {blob.digest} is corrupted (its content hashes to {manifest.digest}).")
-    try:
-        body = manifest.json()
-    except (ValueError, TypeError):
-        raise ArtifactError(f"{layout}: manifest {blob.digest} is not a JSON object.") from None
-    if "manifests" in body:
-        for entry in body["manifests"]:
-            if isinstance(entry, dict) and entry.get("digest") not in children:
-                children[entry["digest"]] = _walk_layout(layout, entry, children, blobs)
-        return manifest
-    for entry in [body.get("config"), *(body.get("layers") or [])]:
-        if not isinstance(entry, dict) or entry.get("digest") in blobs:
-            continue
-        try:
-            blobs[entry["digest"]] = _layout_blob(layout, entry)
-        except ArtifactError:
-            if not entry.get("urls"):
-                raise
-            # A foreign (non-distributable) layer is fetched from its URLs; registries do not hold it.
-    return manifest
 
 
 # --- the client ---------------------------------------------------------------------------------------------
@@ -484,7 +209,7 @@ class Registry:
             raise self._http_error(response, what, image, "pull")
         raw = response.content
         header_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
-        manifest = Manifest.from_bytes(raw, _declared_media_type(raw) or header_type or None)
+        manifest = Manifest.from_bytes(raw, declared_media_type(raw) or header_type or None)
         if DIGEST_PATTERN.fullmatch(reference) and manifest.digest != reference:
             raise self._error(f"{what}: {image.registry} served a manifest that hashes to {manifest.digest}.")
         return manifest
@@ -501,7 +226,7 @@ class Registry:
         config = body.get("config")
         if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
             raise self._error(f"{describe(image, reference)} is not an image: its manifest names no config blob.")
-        data = _json_object(self._get_blob(image, config["digest"], reference))
+        data = json_object(self._get_blob(image, config["digest"], reference))
         if not data:
             raise self._error(f"{describe(image, reference)}: its config blob {config['digest']} is not a JSON object.")
         return data
@@ -525,7 +250,7 @@ class Registry:
             "PUT",
             image.registry,
             f"/v2/{image.repository}/manifests/{tag}",
-            (_scope(image, "pull,push"),),
+            (scope(image, "pull,push"),),
             what,
             headers={"Content-Type": manifest.media_type},
             body=manifest.raw,
@@ -571,10 +296,10 @@ class Registry:
         blobs: dict[str, int] = {}
         self._collect(source, top, manifests, blobs)
         same_registry = normalize_registry(source.registry) == normalize_registry(target.registry)
-        scopes: tuple[str, ...] = (_scope(target, "pull,push"), _scope(source, "pull"))
+        scopes: tuple[str, ...] = (scope(target, "pull,push"), scope(source, "pull"))
         with tempfile.TemporaryDirectory(prefix="buildonce-copy-") as scratch:
             for blob_digest, size in blobs.items():
-                blob = _Blob(blob_digest, size, Path(scratch) / blob_digest.replace(":", "-"))
+                blob = LayoutBlob(blob_digest, size, Path(scratch) / blob_digest.replace(":", "-"))
                 if self._has_blob(target, blob, scopes):
                     continue
                 if same_registry and self._start_upload(target, blob, source, scopes) is None:
@@ -603,10 +328,10 @@ class Registry:
         if manifest.digest not in {m.digest for m in manifests}:
             manifests.append(manifest)
 
-    def _download_blob(self, image: ImageName, blob: _Blob) -> None:
+    def _download_blob(self, image: ImageName, blob: LayoutBlob) -> None:
         what = f"read blob {blob.digest} of {image}"
         path = f"/v2/{image.repository}/blobs/{blob.digest}"
-        response = self._send("GET", image.registry, path, (_scope(image, "pull"),), what)
+        response = self._send("GET", image.registry, path, (scope(image, "pull"),), what)
         if response.status_code != 200:
             raise self._http_error(response, what, image, "pull")
         blob.path.write_bytes(response.content)
@@ -622,10 +347,10 @@ class Registry:
                 f"{manifest.digest}; the registry rewrote the manifest, so its digest cannot be kept."
             )
 
-    def _push_blobs(self, target: ImageName, blobs: Sequence[_Blob], mount_from: ImageName | None) -> None:
-        scopes: tuple[str, ...] = (_scope(target, "pull,push"),)
+    def _push_blobs(self, target: ImageName, blobs: Sequence[LayoutBlob], mount_from: ImageName | None) -> None:
+        scopes: tuple[str, ...] = (scope(target, "pull,push"),)
         if mount_from is not None:
-            scopes = (*scopes, _scope(mount_from, "pull"))
+            scopes = (*scopes, scope(mount_from, "pull"))
         for blob in blobs:
             if self._has_blob(target, blob, scopes):
                 continue
@@ -633,7 +358,7 @@ class Registry:
             if location is not None:
                 self._finish_upload(target, blob, location, scopes)
 
-    def _has_blob(self, target: ImageName, blob: _Blob, scopes: tuple[str, ...]) -> bool:
+    def _has_blob(self, target: ImageName, blob: LayoutBlob, scopes: tuple[str, ...]) -> bool:
         what = f"check for blob {blob.digest} in {target}"
         response = self._send("HEAD", target.registry, f"/v2/{target.repository}/blobs/{blob.digest}", scopes, what)
         if response.status_code == 200:
@@ -643,7 +368,7 @@ class Registry:
         raise self._http_error(response, what, target, "pull")
 
     def _start_upload(
-        self, target: ImageName, blob: _Blob, mount_from: ImageName | None, scopes: tuple[str, ...]
+        self, target: ImageName, blob: LayoutBlob, mount_from: ImageName | None, scopes: tuple[str, ...]
     ) -> str | None:
         """Open an upload session; None when the registry mounted the blob from ``mount_from`` instead."""
         path = f"/v2/{target.repository}/blobs/uploads/"
@@ -658,7 +383,7 @@ class Registry:
             raise self._http_error(response, what, target, "push")
         return urljoin(response.url, location)
 
-    def _finish_upload(self, target: ImageName, blob: _Blob, location: str, scopes: tuple[str, ...]) -> None:
+    def _finish_upload(self, target: ImageName, blob: LayoutBlob, location: str, scopes: tuple[str, ...]) -> None:
         # One PUT with the whole blob; above SMALL_BLOB it streams from the file, so a multi-gigabyte layer
         # never sits in memory. (BuildKit pushes the same way; every common registry accepts it.)
         body: bytes | Path = blob.path.read_bytes() if blob.size <= SMALL_BLOB else blob.path
@@ -680,12 +405,12 @@ class Registry:
         self, method: str, image: ImageName, suffix: str, what: str, headers: Mapping[str, str]
     ) -> requests.Response:
         path = f"/v2/{image.repository}{suffix}"
-        response = self._send(method, image.registry, path, (_scope(image, "pull"),), what, headers=headers)
+        response = self._send(method, image.registry, path, (scope(image, "pull"),), what, headers=headers)
         if response.status_code == 401 and self._bearer_with_login(image.registry):
             # Docker Hub answers a pull token for a repository that does not exist yet with 401, not 404: it
             # will not say whether someone else's private repository exists. With push scope on one's own
             # namespace it grants the token, and the lookup gets the 404 that means "not pushed yet".
-            response = self._send(method, image.registry, path, (_scope(image, "pull,push"),), what, headers=headers)
+            response = self._send(method, image.registry, path, (scope(image, "pull,push"),), what, headers=headers)
         return response
 
     def _bearer_with_login(self, registry: str) -> bool:
@@ -709,7 +434,7 @@ class Registry:
     def _get_blob(self, image: ImageName, digest: str, reference: str) -> bytes:
         what = f"read blob {digest} of {describe(image, reference)}"
         path = f"/v2/{image.repository}/blobs/{digest}"
-        response = self._send("GET", image.registry, path, (_scope(image, "pull"),), what)
+        response = self._send("GET", image.registry, path, (scope(image, "pull"),), what)
         if response.status_code != 200:
             raise self._http_error(response, what, image, "pull")
         if DIGEST_PATTERN.fullmatch(digest) and sha256_digest(response.content) != digest:
@@ -909,32 +634,12 @@ class Registry:
         return self._config_logins[key]
 
     def _from_docker_config(self, registry: str) -> Credentials | None:
-        """Credentials for ``registry`` as the docker CLI would find them: config.json's ``auths``, or the
-        credential helper it names (``credsStore`` / ``credHelpers``)."""
         if self._docker_config is None:
             return None
-        path = self._docker_config / "config.json"
         try:
-            data = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise self._error(f"cannot read Docker credentials from {path}: {exc}") from None
-        if not isinstance(data, dict) or not any(data.get(key) for key in ("auths", "credsStore", "credHelpers")):
-            return None
-        from docker import auth as docker_auth
-        from docker.errors import DockerException
-
-        try:
-            with warnings.catch_warnings():
-                # The SDK warns when a credential helper is not installed, then fails to use it; the
-                # failure below says so in a message of ours.
-                warnings.simplefilter("ignore")
-                config = docker_auth.load_config(config_dict=dict(data))
-                entry = config.resolve_authconfig(registry)
-        except (DockerException, ValueError) as exc:
-            raise self._error(f"cannot read the Docker credentials for {registry} from {path}: {exc}") from None
-        return credentials_from_entry(entry)
+            return stored_credentials(self._docker_config, registry)
+        except ConfigError as exc:
+            raise self._error(str(exc)) from None
 
     def _remember_secret(self, login: Credentials) -> None:
         self._secrets.add(login.password)

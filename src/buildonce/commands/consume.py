@@ -1,4 +1,4 @@
-"""``buildonce consume`` and ``buildonce verify``: get this commit's image downstream, and prove it is.
+"""``buildonce consume``: get this commit's image downstream, and prove it is.
 
 The tag to look for comes from the same planner the build used (``subject_of`` and ``plan_tags``), so a
 consumer finds exactly what was pushed. The image is checked before it is pulled: its labels must name the
@@ -7,29 +7,26 @@ commit the job is meant to test, else a stale or re-pushed tag would be tested i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from buildonce.artifact import read_image_tar, scan_image_tar
 from buildonce.artifact import verify as verify_artifact
-from buildonce.context import Context
-from buildonce.dockerconfig import docker_config_dir
-from buildonce.engine import Engine
-from buildonce.errors import ArtifactError, ContextError, FatalError, InputError, RegistryError, VerificationError
-from buildonce.labels import REVISION, Keys
-from buildonce.options import ConsumeOptions, Login, RetryOptions, Source, consume_options, verify_options
-from buildonce.references import DIGEST_PATTERN, ImageName, Reference, parse_image_name, split_tag
-from buildonce.registry import Credentials, Registry
+from buildonce.commands import Invocation
+from buildonce.commands.connect import open_registry, retry_policy
+from buildonce.commands.seams import EngineAPI, RegistryAPI
+from buildonce.docker.engine import Engine
+from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError
+from buildonce.github.context import Context
+from buildonce.github.workflow import Console
+from buildonce.labels import Keys, check_fresh
+from buildonce.options import ConsumeOptions, Source, consume_options
+from buildonce.references import ImageName, Reference
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
 from buildonce.tarimage import HeldImage, TarContents, describe_held, held_images, loaded_matches, pick, why_not_pinned
-from buildonce.workflow import Console
-
-if TYPE_CHECKING:
-    from buildonce.__main__ import Invocation
 
 
 @dataclass(frozen=True)
@@ -41,23 +38,6 @@ class Target:
     digest: str
     sha: str
     """The commit the job tests; empty when nothing tells it (then freshness cannot be checked)."""
-
-
-def check_fresh(reference: str, labels: Mapping[str, str], sha: str, keys: Keys) -> str:
-    """Fail unless the image's labels say it was built from ``sha``; return the commit they name."""
-    revision, head = labels.get(REVISION, ""), labels.get(keys.pr_head_sha, "")
-    if sha in (revision, head):
-        return sha
-    named = head or revision
-    if not named:
-        raise VerificationError(
-            f"{reference} carries no {REVISION} label, so it cannot be shown to be built from {sha}. "
-            "Build it with buildonce (or add the label), or set check-freshness: false."
-        )
-    raise VerificationError(
-        f"{reference} was built from commit {named}, but this job tests {sha}: the tag is stale or was "
-        "pushed again by another run. Re-run the build for this commit, or check which run pushed it."
-    )
 
 
 def target_for(options: ConsumeOptions, context: Context | None) -> Target:
@@ -94,20 +74,6 @@ def target_for(options: ConsumeOptions, context: Context | None) -> Target:
     return Target(image, tags.candidates, "", options.sha or subject.sha)
 
 
-def _policy(retry: RetryOptions, console: Console) -> RetryPolicy:
-    return RetryPolicy(
-        attempts=retry.attempts,
-        wait_seconds=retry.wait_seconds,
-        timeout_seconds=retry.timeout_seconds,
-        on_retry=lambda message: console.warning(message, title="Retrying"),
-    )
-
-
-def _registry(login: Login | None, env: Mapping[str, str], timeout: float) -> Registry:
-    logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    return Registry(logins=logins, docker_config=docker_config_dir(env), timeout=timeout)
-
-
 @dataclass(frozen=True)
 class Consumed:
     image: str
@@ -121,8 +87,8 @@ class Consumed:
 
 @dataclass
 class Consumer:
-    engine: Engine
-    registry: Registry
+    engine: EngineAPI
+    registry: RegistryAPI
     policy: RetryPolicy
     keys: Keys
     check: bool
@@ -150,8 +116,7 @@ class Consumer:
                 raise RegistryError(f"{reference} is not in the registry.")
             check_fresh(reference, labels, target.sha, self.keys)
         with self.console.group(f"Pull {reference}"):
-            pull = partial(self.engine.pull, target.image, digest, self.policy.timeout_seconds)
-            self.policy.call(pull, f"pull {reference}")
+            self.policy.call_timed(partial(self.engine.pull, target.image, digest), f"pull {reference}")
         if tag:
             self.engine.tag(reference, Reference(target.image, tag))
         self.console.info(f"Pulled {reference}" + (f" ({target.image.with_tag(tag)})" if tag else ""))
@@ -208,7 +173,7 @@ class Consumer:
         )
 
 
-def run_consume(call: Invocation) -> None:
+def run(call: Invocation) -> None:
     options = consume_options(call.inputs)
     console = call.console
     if options.source is Source.ARTIFACT and not options.artifact_path:
@@ -217,7 +182,7 @@ def run_consume(call: Invocation) -> None:
     if not (options.digest or options.tag or (options.pr_number and options.sha)):
         context = call.context(options.default_branch)
     target = target_for(options, context)
-    policy = _policy(options.retry, console)
+    policy = retry_policy(options.retry, console)
     console.info(
         f"Consuming {target.image} "
         + (f"@{target.digest}" if target.digest else f"tag {' or '.join(target.candidates)}")
@@ -226,7 +191,7 @@ def run_consume(call: Invocation) -> None:
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
     engine = Engine.connect(call.env)
-    registry = _registry(options.login, call.env, policy.timeout_seconds)
+    registry = open_registry(options.login, call.env, policy)
     consumer = Consumer(engine, registry, policy, Keys(options.label_namespace), options.check_freshness, console)
     try:
         consumed = _consume(consumer, options, target)
@@ -265,66 +230,3 @@ def _summary(consumed: Consumed, target: Target) -> str:
         f"| Source | {consumed.source} |\n| Digest | `{consumed.digest}` |\n"
         f"| Tag | `{consumed.tag or '-'}` |\n| Commit | `{target.sha or 'not checked'}` |\n"
     )
-
-
-def run_verify(call: Invocation) -> None:
-    """Check, without pulling, that an image (name:tag or name@digest) was built from a commit."""
-    options = verify_options(call.inputs)
-    console = call.console
-    sha = options.sha or _event_commit(call)
-    keys = Keys(options.label_namespace)
-    reference = options.reference
-    name, _, digest = reference.partition("@")
-    tag = ""
-    if not digest:
-        name, tag = split_tag(reference)
-    if digest and not DIGEST_PATTERN.fullmatch(digest):
-        raise InputError(f"input 'image': {reference!r} has an invalid digest; use name@sha256:<64 hex digits>.")
-    image = parse_image_name(name, source="image")
-    policy = _policy(options.retry, console)
-    registry = _registry(options.login, call.env, policy.timeout_seconds)
-    try:
-        labels, _ = policy.call(
-            lambda: registry.labels(image, digest or tag or "latest"), f"read labels of {reference}"
-        )
-        resolved, _ = policy.call(lambda: registry.resolve(image, digest or tag or "latest"), f"look up {reference}")
-        source = "registry"
-    except RegistryError as failure:
-        labels, resolved, source = _local_labels(call.env, reference, failure)
-    finally:
-        registry.close()
-    if labels is None:
-        # Not in the registry: an image loaded from an artifact is only in the engine.
-        missing = VerificationError(f"{reference} is neither in the registry nor in the local engine.")
-        labels, resolved, source = _local_labels(call.env, reference, missing)
-    check_fresh(reference, labels, sha, keys)
-    console.info(f"{reference} was built from {sha} ({source})")
-    call.finish({"digest": resolved or "", "revision": labels.get(REVISION, ""), "source": source})
-
-
-def _event_commit(call: Invocation) -> str:
-    """The commit the event names, as the build tagged it (a pull request's head): verify's default."""
-    if not (call.args.event or call.env.get("GITHUB_EVENT_PATH")):
-        raise InputError(
-            "input 'sha' is empty and there is no event to take the commit from. "
-            "Give the full commit sha the image must have been built from."
-        )
-    context = call.context()
-    try:
-        return subject_of(context).sha
-    except ContextError:
-        if context.upstream is None:
-            raise
-        return context.upstream.head_sha  # a fork's pull request: no number to tag by, but a commit
-
-
-def _local_labels(env: Mapping[str, str], reference: str, failure: FatalError) -> tuple[dict[str, str], str, str]:
-    try:
-        engine = Engine.connect(env)
-    except FatalError:
-        raise failure from None
-    image = engine.inspect(reference)
-    engine.close()
-    if image is None:
-        raise failure
-    return image.labels, image.id, "local"

@@ -6,7 +6,6 @@ values reach buildx through the environment of its process only, never its argv.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import enum
 import json
@@ -19,14 +18,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from buildonce.dockerconfig import docker_config_dir, recorded_driver
+from buildonce.docker.config import Login, config_with_login, docker_config_dir, recorded_driver
+from buildonce.docker.spec import BuildSpec
 from buildonce.errors import BuildError, EngineError, InputError
-from buildonce.options import BuildOptions, Login
-from buildonce.plan import Plan
+from buildonce.github.workflow import Console
 from buildonce.references import Reference
-from buildonce.workflow import Console
+
+if TYPE_CHECKING:
+    from buildonce.plan import Plan
 
 SECRET_ENV_PREFIX = "BUILDONCE_SECRET_"  # noqa: S105 - a variable name, not a secret
 
@@ -104,7 +105,7 @@ def is_remote_context(context: str) -> bool:
     return "://" in context or context.startswith("git@")
 
 
-def check_paths(options: BuildOptions, cwd: Path) -> None:
+def check_paths(options: BuildSpec, cwd: Path) -> None:
     """Fail early, naming the input, when the build context or Dockerfile is missing."""
     if is_remote_context(options.context):
         return
@@ -124,7 +125,7 @@ def check_paths(options: BuildOptions, cwd: Path) -> None:
 
 
 def build_command(
-    options: BuildOptions,
+    options: BuildSpec,
     plan: Plan,
     *,
     output: Output,
@@ -185,7 +186,7 @@ def _repeat(flag: str, values: Iterable[str]) -> list[str]:
     return [part for value in values for part in (flag, value)]
 
 
-def _secret_args(options: BuildOptions, env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
+def _secret_args(options: BuildSpec, env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
     """``--secret`` flags; inline values go into variables of buildx's environment, named here."""
     args: list[str] = []
     extra_env: dict[str, str] = {}
@@ -324,15 +325,7 @@ def docker_config_with_login(env: Mapping[str, str], login: Login | None) -> Ite
             for entry in source.iterdir():
                 if entry.name != "config.json":
                     (overlay / entry.name).symlink_to(entry)
-        config: dict[str, Any] = {}
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            config = json.loads((source / "config.json").read_text())
-        key = "https://index.docker.io/v1/" if login.registry in ("docker.io", "index.docker.io") else login.registry
-        token = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
-        config.setdefault("auths", {})[key] = {"auth": token}
-        # A credential store or helper would be asked before "auths"; this registry must come from the file.
-        config.pop("credsStore", None)
-        config.get("credHelpers", {}).pop(login.registry, None)
+        config = config_with_login(source, login)
         target = overlay / "config.json"
         target.touch(mode=0o600)
         target.write_text(json.dumps(config))

@@ -159,9 +159,6 @@ class Console:
     def info(self, message: str) -> None:
         self._emit(message)
 
-    def debug(self, message: str) -> None:
-        self._emit(_command("debug", message))
-
     def notice(self, message: str, title: str = "") -> None:
         self._emit(_command("notice", message, title=title))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from buildonce.errors import ContextError, InputError
-from buildonce.workflow import check_text, fold_text
+from buildonce.github.workflow import check_text, fold_text
 
 SUPPORTED_EVENTS = (
     "push",

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from buildonce.buildx import (
+from buildonce.commands import Invocation
+from buildonce.commands.connect import open_registry, retry_policy
+from buildonce.commands.publish import Existing, Publisher, TwinPushedError, commit_of, run_all
+from buildonce.docker.buildx import (
     Builder,
     BuildOutcome,
     Output,
@@ -28,34 +31,28 @@ from buildonce.buildx import (
     docker_config_with_login,
     find_builder,
 )
-from buildonce.buildx import (
+from buildonce.docker.buildx import (
     run_build as run_buildx,
 )
-from buildonce.dockerconfig import docker_config_dir
-from buildonce.errors import FatalError, ImmutableTagError, InputError, RegistryError, VerificationError
-from buildonce.labels import REVISION, Keys, annotations_for
+from buildonce.errors import FatalError, InputError, VerificationError
+from buildonce.github.workflow import Console
+from buildonce.labels import Keys, annotations_for
 from buildonce.layout import layout_size, layout_tar
 from buildonce.options import BuildOptions, PushVia, build_options
 from buildonce.plan import Plan, describe, make_plan
-from buildonce.references import ImageName, Reference
+from buildonce.references import Reference
 from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
-from buildonce.tags import Subject
-from buildonce.workflow import Console
 
 if TYPE_CHECKING:
     # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
-    from buildonce.__main__ import Invocation
     from buildonce.artifact import Artifact
-    from buildonce.engine import Engine
-    from buildonce.registry import Manifest, Registry
+    from buildonce.commands.seams import EngineAPI, RegistryAPI
 
-PUSH_WORKERS = 4
 SAVE_CHUNK = 1 << 20
-T = TypeVar("T")
 
 
-def run_build(call: Invocation) -> None:
+def run(call: Invocation) -> None:
     options = build_options(call.inputs)
     context = call.context(options.plan.default_branch)
     if options.source_date_epoch is not None:  # the build's timestamps, so the created label's too
@@ -71,12 +68,7 @@ def run_build(call: Invocation) -> None:
     check_paths(options, cwd)
     builder = find_builder(options.builder, call.env)
     output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
-    policy = RetryPolicy(
-        attempts=options.retry.attempts,
-        wait_seconds=options.retry.wait_seconds,
-        timeout_seconds=options.retry.timeout_seconds,
-        on_retry=lambda message: console.warning(message, title="Retrying"),
-    )
+    policy = retry_policy(options.retry, console)
     commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
 
     with ExitStack() as stack:
@@ -118,16 +110,24 @@ def run_build(call: Invocation) -> None:
 
 
 def prepare(
-    env: Mapping[str, str], options: BuildOptions, plan: Plan, console: Console, policy: RetryPolicy
+    env: Mapping[str, str],
+    options: BuildOptions,
+    plan: Plan,
+    console: Console,
+    policy: RetryPolicy,
+    *,
+    connect: Callable[[], tuple[EngineAPI, RegistryAPI]] | None = None,
 ) -> BuildJob:
-    """Connect to the engine and the registry, log in, and look at the immutable tags (when pushing)."""
-    from buildonce.engine import Engine
-    from buildonce.registry import Credentials, Registry
+    """Connect to the engine and the registry (``connect``, for the tests), log in, and look at the immutable
+    tags (when pushing)."""
+    if connect is None:
+        from buildonce.docker.engine import Engine
 
-    engine = Engine.connect(env)
+        engine: EngineAPI = Engine.connect(env)
+        registry: RegistryAPI = open_registry(options.login, env, policy)
+    else:
+        engine, registry = connect()
     login = options.login
-    logins = {login.registry: Credentials(login.username, login.password)} if login else {}
-    registry = Registry(logins=logins, docker_config=docker_config_dir(env), timeout=policy.timeout_seconds)
     job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
     if login:
         engine.login(login)
@@ -145,7 +145,7 @@ def _stop_unless_needed(prepared: Future[BuildJob], stopper: Stopper, rebuild: b
 
 
 def _containerd_store(env: Mapping[str, str]) -> bool:
-    from buildonce.engine import Engine
+    from buildonce.docker.engine import Engine
 
     engine = Engine.connect(env)
     try:
@@ -193,82 +193,37 @@ def _artifact_dir(options: BuildOptions, env: Mapping[str, str]) -> Path:
     return Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "buildonce-artifacts"
 
 
-def commit_of(subject: Subject, labels: dict[str, str], keys: Keys) -> str:
-    """The commit an image was built for, as its labels tell, in the terms the subject's tag uses."""
-    if subject.pr_number is not None and subject.sha == subject.pr_head_sha:
-        return labels.get(keys.pr_head_sha) or labels.get(REVISION, "")
-    return labels.get(REVISION, "")
-
-
-@dataclass(frozen=True)
-class Existing:
-    """The image an immutable tag already holds, built from this very commit."""
-
-    digest: str
-    labels: dict[str, str]
-
-
-class _TwinPushedError(Exception):
-    """The engine pushed another build's image of this same commit under its immutable name."""
-
-    def __init__(self, existing: Existing) -> None:
-        super().__init__(existing.digest)
-        self.existing = existing
-
-
 @dataclass
 class BuildJob:
+    """What the build made, pushed and handed to the publishing step, then loaded or saved where asked."""
+
     plan: Plan
     options: BuildOptions
     console: Console
-    engine: Engine
-    registry: Registry
+    engine: EngineAPI
+    registry: RegistryAPI
     policy: RetryPolicy
     keys: Keys
     existing: Existing | None = None
+    publisher: Publisher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.publisher = Publisher.for_plan(
+            self.plan,
+            self.console,
+            self.registry,
+            self.policy,
+            self.keys,
+            allow_overwrite=self.options.allow_overwrite,
+            rebuild=self.options.rebuild,
+        )
 
     def close(self) -> None:
         self.registry.close()
         self.engine.close()
 
-    # --- before building -------------------------------------------------------------------------
     def check_immutable_tags(self) -> Existing | None:
-        """Fail if an immutable tag holds another commit's image; return this commit's image if one is
-        already there (so there is nothing to build: the missing tags and repositories get that image).
-
-        Every reference of an immutable tag's shape is checked, the plan's own immutable tag in each
-        repository and any other planned tag that names this commit.
-        """
-        subject = self.plan.subject
-        ours: dict[str, dict[str, str]] = {}
-        overwrite = False
-        for ref in self.plan.immutable_references:
-            digest = self._resolve(ref)
-            if digest is None:
-                continue
-            labels = self._labels_of(ref, digest)
-            built_from = commit_of(subject, labels, self.keys)
-            if built_from == subject.sha:
-                ours.setdefault(digest, labels)
-                continue
-            other = built_from or "an unknown commit (the image has no revision label)"
-            if not self.options.allow_overwrite:
-                raise ImmutableTagError(
-                    f"{ref} already holds {digest}, built from {other}, not from {subject.sha}. "
-                    "Immutable tags name one commit and are never moved; if this tag really must be replaced, "
-                    "set allow-overwrite: true."
-                )
-            self.console.warning(f"{ref} holds an image of {other}; overwriting it (allow-overwrite is set)")
-            overwrite = True
-        if overwrite or not ours:
-            return None
-        if len(ours) > 1:
-            raise ImmutableTagError(
-                f"the immutable tags of {subject.sha} hold different images of it ({', '.join(sorted(ours))}); "
-                "none of them is moved to another. Set rebuild: true and allow-overwrite: true to replace them all."
-            )
-        ((digest, labels),) = ours.items()
-        return Existing(digest, labels)
+        return self.publisher.check_immutable_tags()
 
     # --- the two ways to a pushed image ----------------------------------------------------------
     def reuse(self, existing: Existing) -> BuildReport:
@@ -289,26 +244,24 @@ class BuildJob:
         )
         report = BuildReport(plan=plan, digest=digest, pushed=True, reused=True)
         started = time.monotonic()
-        missing = [ref for ref in plan.references if self._resolve(ref) != digest]
-        if missing:
-            with self.console.group(f"Tag: {len(missing)} reference(s)"):
-                self._copy_where_missing(missing, digest)
-                self._tag_in_registry(missing, digest)
+        self.publisher.put_where_missing(digest)
+        own = self.publisher.own_references()[0]
         if plan.load.value:
-            source = self._own_references()[0]
-            self._pull(source.image, digest)
+            self.policy.call_timed(
+                lambda timeout: self.engine.pull(own.image, digest, timeout), f"pull {own.image}@{digest}"
+            )
             for ref in plan.references:
-                self.engine.tag(source.image.with_digest(digest), ref)
+                self.engine.tag(own.image.with_digest(digest), ref)
         report.push_seconds = time.monotonic() - started
-        self.verify(digest)
-        local = self.engine.inspect(self._own_references()[0].image.with_digest(digest)) if plan.load.value else None
+        self.publisher.verify(digest)
+        local = self.engine.inspect(own.image.with_digest(digest)) if plan.load.value else None
         report.size = local.size if local else 0
         report.notes.append(f"Build skipped: {plan.immutable_tag} already held this commit's image.")
         report.attempts = self.policy.most_attempts
         return report
 
     def push(self, output: Output, outcome: BuildOutcome | None, scratch: Path) -> BuildReport:
-        """Push what the build made, verify it, and load it where asked."""
+        """Hand what the build made to the publishing step, and load it where asked."""
         if outcome is None:
             raise RuntimeError("the build was stopped but there is no image to reuse")
         plan = self.plan
@@ -321,26 +274,18 @@ class BuildJob:
         )
         self.console.info(f"Built {outcome.digest} in {outcome.seconds:.1f} s ({output.value} output)")
         if plan.push.value:
-            # The tags were looked at beside the build; another build may have pushed to them since.
-            existing = None if self.options.rebuild else self.check_immutable_tags()
-            if existing is not None:
-                self.console.info(f"{plan.immutable_tag} was pushed by another build of this commit meanwhile.")
-                reused = self.reuse(existing)
+            if output is Output.ENGINE:
+                upload = partial(self._push_engine, outcome)
+            else:
+                upload = partial(self._push_layout, layout, outcome)
+            published = self.publisher.publish(upload)
+            if isinstance(published, Existing):
+                reused = self.reuse(published)
                 reused.build_seconds = outcome.seconds
                 return reused
-            started = time.monotonic()
-            if output is Output.ENGINE:
-                try:
-                    report.digest = self._push_engine(outcome)
-                except _TwinPushedError as twin:
-                    reused = self.reuse(twin.existing)
-                    reused.build_seconds = outcome.seconds
-                    return reused
-            else:
-                report.digest = self._push_layout(layout, outcome)
-            report.push_seconds = time.monotonic() - started
+            report.digest = published.digest
+            report.push_seconds = published.seconds
             report.pushed = True
-            self.verify(report.digest)
         if output is Output.LAYOUT:
             report.size = layout_size(layout)
             if plan.load.value:
@@ -348,16 +293,12 @@ class BuildJob:
         else:
             if plan.load.value:
                 self._name_locally(outcome)
-            local = self.engine.inspect(str(self._own_references()[0]))
+            local = self.engine.inspect(str(self.publisher.own_references()[0]))
             report.size = local.size if local else 0
         report.attempts = self.policy.most_attempts if plan.push.value else 0
         return report
 
-    # --- pushing ---------------------------------------------------------------------------------
-    def _own_references(self) -> list[Reference]:
-        """This commit's immutable reference in each repository: names no build of another commit uses."""
-        return [ref for ref in self.plan.references if ref.tag == self.plan.immutable_tag]
-
+    # --- uploads ---------------------------------------------------------------------------------
     def _push_engine(self, outcome: BuildOutcome) -> str:
         """Push the image through the engine by its immutable name in each repository, then put that same
         manifest under the other tags, registry-side.
@@ -369,25 +310,25 @@ class BuildJob:
         digests: dict[Reference, str] = {}
 
         def push_repository(ref: Reference) -> None:
-            digest, _ = self.policy.call(partial(self.engine.push, ref, self.policy.timeout_seconds), f"push {ref}")
+            digest = self.policy.call_timed(partial(self.engine.push, ref), f"push {ref}")
             self._check_built(ref, digest, outcome)
             digests[ref] = digest
             self.console.info(f"Pushed {ref} ({digest})")
 
         with self.console.group(f"Push: {len(self.plan.references)} reference(s)"):
-            _run_all(push_repository, self._own_references())
+            run_all(push_repository, self.publisher.own_references())
             distinct = set(digests.values())
             if len(distinct) != 1:
                 listing = ", ".join(f"{ref} → {digest}" for ref, digest in digests.items())
                 raise VerificationError(f"the pushed references got different digests: {listing}")
             digest = distinct.pop()
-            self._tag_in_registry([ref for ref in self.plan.references if ref not in digests], digest)
+            self.publisher.tag_in_registry([ref for ref in self.plan.references if ref not in digests], digest)
         return digest
 
     def _name_locally(self, outcome: BuildOutcome) -> None:
         """Give the loaded image the plan's other names, by the id of what this build made."""
-        own = set(self._own_references())
-        source = outcome.imageid or str(self._own_references()[0])
+        own = set(self.publisher.own_references())
+        source = outcome.imageid or str(self.publisher.own_references()[0])
         for ref in self.plan.references:
             if ref not in own:
                 self.engine.tag(source, ref)
@@ -408,13 +349,13 @@ class BuildJob:
             config = manifest.json().get("config") if manifest is not None else None
             if isinstance(config, dict) and config.get("digest") == (outcome.imageid or outcome.digest):
                 return
-        labels = self._labels_of(ref, pushed)
+        labels = self.publisher.labels_of(ref, pushed)
         if commit_of(self.plan.subject, labels, self.keys) == self.plan.subject.sha:
             self.console.warning(
                 f"another build of {self.plan.subject.sha[:12]} named its image {ref} on this engine at the same "
                 f"time, and the engine pushed that one ({pushed}); it is reported in place of this build's."
             )
-            raise _TwinPushedError(Existing(pushed, labels))
+            raise TwinPushedError(Existing(pushed, labels))
         raise VerificationError(
             f"the engine pushed {pushed} as {ref}, which is not the image this build made ({outcome.digest}) "
             "nor another build of this commit: something else named an image "
@@ -423,101 +364,12 @@ class BuildJob:
 
     def _push_layout(self, layout: Path, outcome: BuildOutcome) -> str:
         """Push the build's own OCI layout (a directory no other build writes), immutable tags first."""
-        ordered = [*self._own_references(), *(r for r in self.plan.references if r.tag != self.plan.immutable_tag)]
+        own = self.publisher.own_references()
+        ordered = [*own, *(r for r in self.plan.references if r.tag != self.plan.immutable_tag)]
         digest, _ = self.policy.call(lambda: self.registry.push_layout(layout, ordered), "push")
         if outcome.digest and digest != outcome.digest:
             raise VerificationError(f"the layout holds {digest}, but the build reported {outcome.digest}.")
         return digest
-
-    def _copy_where_missing(self, references: Sequence[Reference], digest: str) -> None:
-        """Copy the image by digest into each repository of ``references`` that lacks it, from one that has it."""
-        repositories = list(dict.fromkeys(ref.image for ref in [*self.plan.references]))
-        holders = [image for image in repositories if self._resolve(Reference(image, digest)) == digest]
-        if not holders:
-            raise VerificationError(f"{digest} is in none of the repositories any more.")
-        for image in dict.fromkeys(ref.image for ref in references):
-            if image in holders:
-                continue
-            self.policy.call(partial(self.registry.copy_image, holders[0], digest, image), f"copy {digest} to {image}")
-            self.console.info(f"Copied {holders[0].with_digest(digest)} to {image}")
-
-    def _tag_in_registry(self, references: Sequence[Reference], digest: str) -> None:
-        """Put the manifest of ``digest`` under each reference; the image is already in each repository."""
-        manifests: dict[ImageName, Manifest] = {}
-        for ref in references:
-            if ref.image not in manifests:
-                manifest, _ = self.policy.call(
-                    partial(self.registry.get_manifest, ref.image, digest), f"read {ref.image.with_digest(digest)}"
-                )
-                if manifest is None:
-                    raise VerificationError(f"{ref.image.with_digest(digest)} is missing from the registry.")
-                manifests[ref.image] = manifest
-
-        def tag(ref: Reference) -> None:
-            stored, _ = self.policy.call(
-                partial(self.registry.put_manifest, ref.image, ref.tag, manifests[ref.image]), f"tag {ref}"
-            )
-            if stored != digest:
-                raise VerificationError(f"{ref.image.registry} stored {ref} as {stored}, not {digest}.")
-            self.console.info(f"Tagged {ref}")
-
-        _run_all(tag, references)
-
-    def _pull(self, image: ImageName, digest: str) -> None:
-        self.policy.call(lambda: self.engine.pull(image, digest, self.policy.timeout_seconds), f"pull {image}@{digest}")
-
-    def _resolve(self, ref: Reference) -> str | None:
-        digest, _ = self.policy.call(lambda: self.registry.resolve(ref.image, ref.tag), f"look up {ref}")
-        return digest
-
-    def verify(self, digest: str) -> None:
-        """Every tag of every image must resolve, in the registry itself, to the digest reported.
-
-        A mutable tag that another build of a newer push moved on meanwhile is reported, not failed: it is
-        expected to move. An immutable tag that does not serve the digest fails the run.
-        """
-        found: dict[Reference, str | None] = {}
-
-        def look(ref: Reference) -> None:
-            found[ref] = self._resolve(ref)
-
-        _run_all(look, self.plan.references)
-        immutable = set(self.plan.immutable_references)
-        wrong = []
-        for ref in self.plan.references:
-            held = found[ref]
-            if held == digest:
-                continue
-            if held is not None and ref not in immutable and self._moved_by_another_commit(ref, held):
-                self.console.warning(f"{ref} was moved on to {held}, another commit's image, by a build since.")
-                continue
-            wrong.append(f"{ref} → {held or 'missing'}")
-        if wrong:
-            raise VerificationError(
-                f"the registry does not serve {digest} under every tag: {'; '.join(wrong)}. "
-                "Another job may have pushed to the same tags at the same time."
-            )
-        self.console.info(f"Verified in the registry: {len(self.plan.references)} reference(s) → {digest}")
-
-    def _moved_by_another_commit(self, ref: Reference, held: str) -> bool:
-        built_from = commit_of(self.plan.subject, self._labels_of(ref, held), self.keys)
-        return bool(built_from) and built_from != self.plan.subject.sha
-
-    def _labels_of(self, ref: Reference, digest: str) -> dict[str, str]:
-        """The labels of the image a tag was just found to hold.
-
-        A tag another job is pushing right now can resolve before its image reads whole; that is retried
-        as a transient fault rather than taken for an image without labels.
-        """
-
-        def read() -> dict[str, str]:
-            labels = self.registry.labels(ref.image, digest)
-            if labels is None:
-                raise RegistryError(f"{ref} points to {digest}, which cannot be read (yet)", transient=True)
-            return labels
-
-        labels, _ = self.policy.call(read, f"read labels of {ref}")
-        return labels
 
     # --- local copies ----------------------------------------------------------------------------
     def _load_layout(self, layout: Path, digest: str) -> None:
@@ -529,7 +381,7 @@ class BuildJob:
             self.console.info(f"Loaded {source} as {len(self.plan.references)} reference(s)")
 
     def save_artifact(self, directory: Path) -> Artifact:
-        from buildonce.artifact import pushed_manifests, write_artifact  # zstandard's import: only builds that save
+        from buildonce.artifact import pushed_manifests, write_artifact
 
         names = [str(ref) for ref in self.plan.references]
         manifests: list[bytes] = []
@@ -552,14 +404,3 @@ class BuildJob:
                 self.options.compression,
                 manifests=manifests,
             )
-
-
-def _run_all(function: Callable[[T], None], items: Sequence[T]) -> None:
-    """Run ``function`` on every item, concurrently when there are several; the first error is raised."""
-    if len(items) <= 1:
-        for item in items:
-            function(item)
-        return
-    with ThreadPoolExecutor(max_workers=min(PUSH_WORKERS, len(items))) as pool:
-        for future in [pool.submit(function, item) for item in items]:
-            future.result()

@@ -13,7 +13,9 @@ plain HTTP, asks again over plain HTTP. ``insecure_by_default`` is that rule.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import ipaddress
+import json
 import socket
 import ssl
 import threading
@@ -295,3 +297,60 @@ def speaks_tls(netloc: str, deadline: float) -> bool:
             return True
     except (OSError, ValueError):
         return False
+
+
+# --- what a registry said ---------------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, which holds either seconds or an HTTP-date."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():  # str.isdigit() also takes "²", which float() does not
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def registry_said(body: bytes, content_type: str = "") -> str:
+    """What the registry said in its ``{"errors": [...]}`` body, in one line; empty when it said nothing."""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("errors"), list):
+        parts = []
+        for error in data["errors"]:
+            if not isinstance(error, dict):
+                continue
+            part = f"{error.get('code', 'UNKNOWN')}: {error.get('message', '')}".rstrip(": ")
+            detail = error.get("detail")
+            if detail:
+                part += f" ({json.dumps(detail) if not isinstance(detail, str) else detail})"
+            parts.append(part)
+        return _shorten("; ".join(parts))
+    if "html" in content_type:
+        return ""
+    return _shorten(body.decode("utf-8", "replace").strip().splitlines()[0]) if body.strip() else ""
+
+
+def error_codes(body: bytes) -> set[str]:
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return set()
+    if not isinstance(data, dict) or not isinstance(data.get("errors"), list):
+        return set()
+    return {str(error.get("code")) for error in data["errors"] if isinstance(error, dict)}
+
+
+def _shorten(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

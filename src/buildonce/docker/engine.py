@@ -21,8 +21,8 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils import kwargs_from_env
 
+from buildonce.docker.config import Login, normalize_registry
 from buildonce.errors import EngineError, RegistryError
-from buildonce.options import Login
 from buildonce.references import DIGEST_PATTERN, ImageName, Reference
 
 # What the engine reports when a registry request fails: "unexpected status from PUT request to …: 503
@@ -95,7 +95,6 @@ class LocalImage:
     id: str
     labels: dict[str, str]
     size: int
-    repo_digests: tuple[str, ...]
     facts: dict[str, Any] = field(default_factory=dict)
     """The engine's view of the image config (os, architecture, created, diff ids, labels, env, cmd,
     entrypoint), in the terms of ``buildonce.tarimage.loaded_matches``."""
@@ -153,12 +152,10 @@ class Engine:
                 f"login to {registry} as {login.username} failed ({exc.explanation or exc.status_code}). "
                 "Check the username and password inputs (a token needs write access to push)."
             ) from None
-        self._auth[registry] = {"username": login.username, "password": login.password}
+        self._auth[normalize_registry(registry)] = {"username": login.username, "password": login.password}
 
     def _auth_for(self, image: ImageName) -> dict[str, str] | None:
-        return self._auth.get(image.registry) or (
-            self._auth.get("docker.io") if image.registry == "docker.io" else None
-        )
+        return self._auth.get(normalize_registry(image.registry))
 
     def _attempt_client(self, timeout: float) -> docker.APIClient:
         kwargs = kwargs_from_env(environment=self._env)
@@ -241,7 +238,6 @@ class Engine:
             id=str(data.get("Id", "")),
             labels=dict(config.get("Labels") or {}),
             size=int(data.get("Size") or 0),
-            repo_digests=tuple(data.get("RepoDigests") or ()),
             facts=facts,
         )
 

@@ -1,0 +1,155 @@
+"""consume's decisions, against an engine and a registry in memory: which tag it takes, when it refuses a
+stale image, and when it falls back to the artifact."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
+
+from buildonce.artifact import Compression, write_artifact
+from buildonce.commands.consume import Consumer, Target, _consume, target_for
+from buildonce.docker.engine import LocalImage
+from buildonce.errors import ArtifactError, RegistryError, VerificationError
+from buildonce.github.workflow import Console, Inputs
+from buildonce.labels import REVISION, Keys
+from buildonce.oci import sha256_digest
+from buildonce.options import consume_options
+from buildonce.references import ImageName
+from buildonce.retry import RetryPolicy
+
+
+def consumer(registry: FakeRegistry, *, check: bool = True) -> tuple[Consumer, FakeEngine, io.StringIO]:
+    engine = FakeEngine(registry)
+    stream = io.StringIO()
+    policy = RetryPolicy(attempts=2, wait_seconds=0, sleep=lambda _: None)
+    return Consumer(engine, registry, policy, Keys(), check, Console(stream)), engine, stream
+
+
+def target(*candidates: str, digest: str = "", sha: str = SHA) -> Target:
+    return Target(ImageName(IMAGE), candidates, digest, sha)
+
+
+def test_the_first_candidate_tag_found_is_pulled_by_digest_and_tagged() -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "pr-7-0123456")] = registry.store(built, SHA)
+    taker, engine, _ = consumer(registry)
+    consumed = taker.from_registry(target("pr-7-aaaaaaa", "pr-7-0123456"))
+    assert consumed.digest == built.digest
+    assert consumed.tag == "pr-7-0123456"
+    assert engine.pulled == [f"{IMAGE}@{built.digest}"]
+    assert engine.tagged == [(f"{IMAGE}@{built.digest}", f"{IMAGE}:pr-7-0123456")]
+
+
+def test_a_stale_image_is_refused_before_it_is_pulled() -> None:
+    registry = FakeRegistry()
+    registry.tags[(IMAGE, "latest")] = registry.store(manifest_for(OTHER), OTHER)
+    taker, engine, _ = consumer(registry)
+    with pytest.raises(VerificationError, match=f"built from commit {OTHER}"):
+        taker.from_registry(target("latest"))
+    assert engine.pulled == []
+    unchecked, engine, _ = consumer(registry, check=False)
+    assert unchecked.from_registry(target("latest")).tag == "latest"
+    assert len(engine.pulled) == 1
+
+
+def test_a_missing_tag_names_every_candidate() -> None:
+    taker, _, _ = consumer(FakeRegistry())
+    with pytest.raises(RegistryError, match="no tag a or b"):
+        taker.from_registry(target("a", "b"))
+    with pytest.raises(RegistryError, match="no tag to look up"):
+        taker.from_registry(target())
+
+
+def test_a_pinned_digest_is_pulled_without_looking_up_a_tag() -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
+    taker, engine, _ = consumer(registry)
+    consumed = taker.from_registry(target("ignored", digest=built.digest))
+    assert (consumed.tag, consumed.digest) == ("", built.digest)
+    assert engine.tagged == []
+
+
+def test_a_registry_that_cannot_serve_defers_to_the_artifact_or_fails() -> None:
+    registry = FakeRegistry()
+    options = consume_options(Inputs({}, {"image": IMAGE, "tag": "latest", "sha": SHA, "defer-artifact": "true"}))
+    taker, _, stream = consumer(registry)
+    assert _consume(taker, options, target_for(options, None)) is None
+    assert "the artifact is needed" in stream.getvalue()
+    strict = consume_options(Inputs({}, {"image": IMAGE, "tag": "latest", "source": "registry"}))
+    with pytest.raises(RegistryError):
+        _consume(taker, strict, target_for(strict, None))
+
+
+def test_the_target_of_a_pull_request_number_and_sha_is_its_planned_tags() -> None:
+    options = consume_options(Inputs({}, {"image": IMAGE, "pr-number": "7", "sha": SHA}))
+    found = target_for(options, None)
+    assert found.sha == SHA
+    assert found.digest == ""
+    assert "pr-7-0123456" in found.candidates
+
+
+def artifact_of(tmp_path: Path, revision: str, tag: str) -> tuple[Path, str]:
+    """A classic store's docker save of one image of ``revision`` under ``tag``, saved as the build saves it."""
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {REVISION: revision}},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    ).encode()
+    config_digest = sha256_digest(config)
+    blob = "blobs/sha256/" + config_digest.removeprefix("sha256:")
+    members = {blob: config, "manifest.json": json.dumps([{"Config": blob, "RepoTags": [f"{IMAGE}:{tag}"]}]).encode()}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    saved = write_artifact(iter([buffer.getvalue()]), tmp_path, "widget", Compression.NONE)
+    return saved.path, config_digest
+
+
+def test_an_artifact_is_checked_loaded_and_its_name_must_then_hold_that_image(tmp_path: Path) -> None:
+    path, config_digest = artifact_of(tmp_path, SHA, "pr-7-0123456")
+    taker, engine, _ = consumer(FakeRegistry())
+    engine.containerd_store = False
+    engine.local[f"{IMAGE}:pr-7-0123456"] = LocalImage(config_digest, {REVISION: SHA}, 1)
+    consumed = taker.from_artifact(target("pr-7-0123456"), path)
+    assert (consumed.source, consumed.tag, consumed.digest) == ("artifact", "pr-7-0123456", config_digest)
+    assert engine.loaded
+    # Another job re-tagged the name in between: the loaded image is not taken for the tar's.
+    engine.local[f"{IMAGE}:pr-7-0123456"] = LocalImage("sha256:" + "7" * 64, {REVISION: SHA}, 1)
+    with pytest.raises(ArtifactError, match="another job on this engine"):
+        taker.from_artifact(target("pr-7-0123456"), path)
+
+
+def test_a_stale_artifact_is_refused_before_it_is_loaded(tmp_path: Path) -> None:
+    path, _ = artifact_of(tmp_path, OTHER, "latest")
+    taker, engine, _ = consumer(FakeRegistry())
+    engine.containerd_store = False
+    with pytest.raises(VerificationError, match=f"built from commit {OTHER}"):
+        taker.from_artifact(target("latest"), path)
+    assert engine.loaded == []
+    with pytest.raises(ArtifactError, match="holds no tagged image"):
+        taker.from_artifact(Target(ImageName("registry.test/acme/other"), ("latest",), "", SHA), path)
+
+
+def test_the_registry_failing_falls_back_to_the_artifact_given(tmp_path: Path) -> None:
+    path, config_digest = artifact_of(tmp_path, SHA, "latest")
+    options = consume_options(Inputs({}, {"image": IMAGE, "tag": "latest", "sha": SHA, "artifact-path": str(path)}))
+    taker, engine, stream = consumer(FakeRegistry())
+    engine.containerd_store = False
+    engine.local[f"{IMAGE}:latest"] = LocalImage(config_digest, {REVISION: SHA}, 1)
+    consumed = _consume(taker, options, target_for(options, None))
+    assert consumed is not None
+    assert consumed.source == "artifact"
+    assert "using the artifact" in stream.getvalue()
