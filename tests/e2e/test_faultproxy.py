@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import os
 import re
-import socket
 import subprocess
 import time
 import tracemalloc
@@ -32,12 +31,12 @@ import registry_api
 from action_run import run_on_fixture
 from certificates import self_signed, server_context
 from faultproxy import Delay, Down, Drip, Drop, FaultProxy, Hang, Status
+from loopback_names import TEST_NAME, resolve_test_name
 from registry_server import RegistryServer
 
 from buildonce.errors import RegistryError
 from buildonce.oci import MANIFEST_ACCEPT
 from buildonce.references import ImageName
-from buildonce.registry import http as transport
 from buildonce.registry.client import Registry
 from buildonce.retry import RetryPolicy
 
@@ -427,8 +426,6 @@ def test_chunked_upload_keep_alive_and_location_through_the_proxy(proxy: FaultPr
 
 # -- slow answers, TLS, and buildonce's registry client through the proxy --------------------------------------
 
-TEST_NAME = "registry.test"  # reserved (RFC 2606); the resolver fixture maps it to 127.0.0.1
-
 
 @pytest.fixture
 def pushed(proxy: FaultProxy, registry: RegistryServer, tag_for: Callable[[FaultProxy, str], str]) -> tuple[str, str]:
@@ -444,22 +441,7 @@ def pushed(proxy: FaultProxy, registry: RegistryServer, tag_for: Callable[[Fault
 
 @pytest.fixture
 def resolver(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], None]:
-    """Resolve registry.test to 127.0.0.1 in this process; ``say([...])`` makes buildonce's check of whether
-    Docker treats a registry as insecure see other addresses for it (a name that resolves elsewhere)."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        return real("127.0.0.1" if host == TEST_NAME else host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-    def say(addresses: list[str]) -> None:
-        real_addresses = transport.addresses
-        monkeypatch.setattr(
-            transport, "addresses", lambda host: addresses if host == TEST_NAME else real_addresses(host)
-        )
-
-    return say
+    return resolve_test_name(monkeypatch)
 
 
 def timed_error(call: Callable[[], object]) -> tuple[RegistryError, float]:

@@ -8,17 +8,16 @@ the suite is skipped with the reason.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from actrun import Act
+from base_images import MissingToolError, busybox_rootfs
 from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
 from rewrites import BASE_REPOSITORY, EXAMPLES, ROOT, RUNNER_WORKFLOWS, STAND_INS, local_repositories
 from token_server import TokenServer
@@ -102,19 +101,13 @@ def token_registry(act_binary: str, scratch: Path) -> Iterator[RegistryServer]:
 def base_registry(act_binary: str, scratch: Path) -> Iterator[str]:
     """A registry serving the examples' base image, for linux/amd64 and linux/arm64 (see rewrites.py)."""
     with RegistryServer(scratch / "base-registry") as server:
-        busybox = shutil.which("busybox") or "/bin/busybox"
-        if not Path(busybox).is_file():
-            pytest.fail("busybox-static is not installed; scripts/dev-env up installs it")
+        try:
+            rootfs = busybox_rootfs(_APPLETS, directories=())
+        except MissingToolError as exc:
+            pytest.fail(str(exc))
         context = scratch / "base-context"
         context.mkdir()
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            archive.add(busybox, arcname="bin/busybox")
-            for applet in _APPLETS:
-                link = tarfile.TarInfo(f"bin/{applet}")
-                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-                archive.addfile(link)
-        (context / "rootfs.tar").write_bytes(buffer.getvalue())
+        (context / "rootfs.tar").write_bytes(rootfs)
         (context / "Dockerfile").write_text('FROM scratch\nADD rootfs.tar /\nCMD ["sh"]\n')
         reference = f"{server.address}/{BASE_REPOSITORY}"
         subprocess.run(

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -115,25 +115,33 @@ def _import(tar_argv: list[str], name: str) -> None:
         raise RuntimeError(f"importing {name} failed: {tar_error.strip()} {result.stderr.strip()}")
 
 
-def busybox_image(name: str = BUSYBOX_IMAGE) -> bool:
-    """A base image with a shell for RUN steps, from Debian's busybox-static; True if it was made now."""
-    if image_exists(name):
-        return False
+def busybox_rootfs(
+    applets: Sequence[str] = _BUSYBOX_APPLETS,
+    directories: Sequence[tuple[str, int]] = (("tmp", 0o1777), ("dev", 0o755)),
+) -> bytes:
+    """A root file system as a tar: Debian's busybox-static with ``applets`` linked to it, and ``directories``."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     if not Path(busybox).is_file():
         raise MissingToolError("busybox-static is not installed; scripts/dev-env up installs it")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         archive.add(busybox, arcname="bin/busybox")
-        for applet in _BUSYBOX_APPLETS:
+        for applet in applets:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             archive.addfile(link)
-        for directory, mode in (("tmp", 0o1777), ("dev", 0o755)):
+        for directory, mode in directories:
             entry = tarfile.TarInfo(directory)
             entry.type, entry.mode = tarfile.DIRTYPE, mode
             archive.addfile(entry)
-    subprocess.run(["docker", "import", "-", name], input=buffer.getvalue(), capture_output=True, check=True)
+    return buffer.getvalue()
+
+
+def busybox_image(name: str = BUSYBOX_IMAGE) -> bool:
+    """A base image with a shell for RUN steps, from Debian's busybox-static; True if it was made now."""
+    if image_exists(name):
+        return False
+    subprocess.run(["docker", "import", "-", name], input=busybox_rootfs(), capture_output=True, check=True)
     return True
 
 

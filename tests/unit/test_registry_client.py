@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from certificates import self_signed, server_context
+from loopback_names import TEST_NAME, resolve_test_name
 from registry_server import free_port
 
 from buildonce.docker.config import Credentials, docker_config_dir, normalize_registry
@@ -848,27 +849,10 @@ def test_a_timeout_is_retried_by_the_policy(
 
 # --- TLS, and registries Docker treats as insecure -------------------------------------------------------
 
-TEST_NAME = "registry.test"  # a reserved name (RFC 2606); the fixture below resolves it to 127.0.0.1
-
 
 @pytest.fixture
 def resolver(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], None]:
-    """Resolve registry.test to 127.0.0.1 for connections; ``say([...])`` makes the client's insecure-registry
-    check see other addresses for it (a name that resolves elsewhere, reaching a test server all the same)."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        return real("127.0.0.1" if host == TEST_NAME else host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-    def say(addresses: list[str]) -> None:
-        real_addresses = transport.addresses
-        monkeypatch.setattr(
-            transport, "addresses", lambda host: addresses if host == TEST_NAME else real_addresses(host)
-        )
-
-    return say
+    return resolve_test_name(monkeypatch)
 
 
 @pytest.fixture(scope="module")
