@@ -179,7 +179,7 @@ class Publisher:
 
     def copy_where_missing(self, references: Sequence[Reference], digest: str) -> None:
         """Copy the image by digest into each repository of ``references`` that lacks it, from one that has it."""
-        repositories = list(dict.fromkeys(ref.image for ref in [*self.references]))
+        repositories = list(dict.fromkeys(ref.image for ref in self.references))
         holders = [image for image in repositories if self.resolve(Reference(image, digest)) == digest]
         if not holders:
             raise VerificationError(f"{digest} is in none of the repositories any more.")
