@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from buildonce.docker.engine import _digest_of, classify_push_error
+from buildonce.docker.engine import _digest_of
+from buildonce.docker.messages import classify_push_error
 
 
 @pytest.mark.parametrize(
