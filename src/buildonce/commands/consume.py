@@ -7,17 +7,20 @@ commit the job is meant to test, else a stale or re-pushed tag would be tested i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buildonce.artifact import read_image_tar, scan_image_tar
 from buildonce.artifact import verify as verify_artifact
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
-from buildonce.commands.seams import EngineAPI, RegistryAPI
-from buildonce.docker.engine import Engine
+from buildonce.commands.seams import EngineAPI, PullAPI, RegistryAPI
+from buildonce.docker.buildx import docker_config_with_login
+from buildonce.docker.cli import CliPuller
 from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError
 from buildonce.github.context import Context
 from buildonce.github.workflow import Console
@@ -27,6 +30,9 @@ from buildonce.references import ImageName, Reference
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
 from buildonce.tarimage import HeldImage, TarContents, describe_held, held_images, loaded_matches, pick, why_not_pinned
+
+if TYPE_CHECKING:
+    from buildonce.docker.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,10 @@ class Consumed:
 
 @dataclass
 class Consumer:
-    engine: EngineAPI
+    puller: PullAPI
+    """The registry path's pull and tag: the docker CLI, which starts in milliseconds."""
+    engine: Callable[[], EngineAPI]
+    """The engine itself (the SDK), connected only when an artifact is to be loaded."""
     registry: RegistryAPI
     policy: RetryPolicy
     keys: Keys
@@ -116,9 +125,9 @@ class Consumer:
                 raise RegistryError(f"{reference} is not in the registry.")
             check_fresh(reference, labels, target.sha, self.keys)
         with self.console.group(f"Pull {reference}"):
-            self.policy.call_timed(partial(self.engine.pull, target.image, digest), f"pull {reference}")
+            self.policy.call_timed(partial(self.puller.pull, target.image, digest), f"pull {reference}")
         if tag:
-            self.engine.tag(reference, Reference(target.image, tag))
+            self.puller.tag(reference, Reference(target.image, tag))
         self.console.info(f"Pulled {reference}" + (f" ({target.image.with_tag(tag)})" if tag else ""))
         return Consumed(image=reference, digest=digest, source="registry", tag=tag)
 
@@ -128,7 +137,8 @@ class Consumer:
         exactly that image. Nothing the engine held before is ever taken for the tar's image."""
         verify_artifact(path)
         contents = scan_image_tar(path)
-        containerd, platform = self.engine.containerd_store, self.engine.platform
+        engine = self.engine()
+        containerd, platform = engine.containerd_store, engine.platform
         held = pick(held_images(contents, target.image, containerd=containerd, platform=platform), target.candidates)
         if not held:
             raise ArtifactError(
@@ -145,8 +155,8 @@ class Consumer:
         if self.check and target.sha:
             check_fresh(name, chosen.labels, target.sha, self.keys)
         with self.console.group(f"Load {path.name}"):
-            self.engine.load(read_image_tar(path))
-        local = self.engine.inspect(name)
+            engine.load(read_image_tar(path))
+        local = engine.inspect(name)
         if local is None or not loaded_matches(chosen, local.id, local.facts):
             now = local.id if local else "nothing"
             raise ArtifactError(
@@ -190,14 +200,24 @@ def run(call: Invocation) -> None:
     )
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
-    engine = Engine.connect(call.env)
-    registry = open_registry(options.login, call.env, policy)
-    consumer = Consumer(engine, registry, policy, Keys(options.label_namespace), options.check_freshness, console)
-    try:
+    with ExitStack() as stack:
+        connected: list[Engine] = []
+
+        def engine() -> EngineAPI:
+            if not connected:
+                from buildonce.docker.engine import Engine
+
+                connected.append(Engine.connect(call.env))
+                stack.callback(connected[0].close)
+            return connected[0]
+
+        # The CLI pulls with the job's Docker config, plus the login inputs' credentials when given.
+        cli_env = stack.enter_context(docker_config_with_login(call.env, options.login))
+        registry = open_registry(options.login, call.env, policy)
+        stack.callback(registry.close)
+        keys = Keys(options.label_namespace)
+        consumer = Consumer(CliPuller(cli_env), engine, registry, policy, keys, options.check_freshness, console)
         consumed = _consume(consumer, options, target)
-    finally:
-        registry.close()
-        engine.close()
     if consumed is None:
         call.finish({"image": "", "digest": "", "source": "", "tag": "", "need-artifact": "true"})
         return
@@ -209,8 +229,6 @@ def _consume(consumer: Consumer, options: ConsumeOptions, target: Target) -> Con
     if options.source is Source.ARTIFACT:
         return consumer.from_artifact(target, Path(options.artifact_path))
     try:
-        if options.login:
-            consumer.engine.login(options.login)
         return consumer.from_registry(target)
     except RegistryError as failure:
         if options.source is Source.REGISTRY:

@@ -1,7 +1,8 @@
 """What the commands need of the engine and of the registry, as Protocols.
 
-``buildonce.docker.engine.Engine`` and ``buildonce.registry.client.Registry`` are the real ones; the unit
-tests hand the commands fakes, so that their decisions are tested without an engine or a registry.
+``buildonce.docker.engine.Engine`` (and, for consume's pulls, ``buildonce.docker.cli.CliPuller``) and
+``buildonce.registry.client.Registry`` are the real ones; the unit tests hand the commands fakes, so that
+their decisions are tested without an engine or a registry.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ class RegistryAPI(Protocol):
     def push_layout(self, layout: Path, references: Sequence[Reference]) -> str: ...
 
     def close(self) -> None: ...
+
+
+class PullAPI(Protocol):
+    """What consume's registry path needs of the engine: ``buildonce.docker.cli.CliPuller``, or an engine."""
+
+    def pull(self, image: ImageName, digest: str, timeout: float) -> None: ...
+
+    def tag(self, source: str, reference: Reference) -> None: ...
 
 
 class EngineAPI(Protocol):

@@ -1,0 +1,94 @@
+"""Pull and name images with the docker CLI, as the user's own ``docker pull`` would.
+
+consume's registry path needs nothing of the engine but a pull by digest and a tag, and the CLI does both
+in a few milliseconds where the Docker SDK takes a tenth of a second to import (and more to compile on a
+job's first run). The CLI also honours what the SDK does not: the current docker context, credential
+helpers. Each call is an argument list, and the credentials come from the Docker config the caller's
+environment names (``docker_config_with_login``), never from the command line.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from buildonce.docker.messages import classify_push_error, settle_tag
+from buildonce.errors import EngineError, RegistryError
+from buildonce.references import ImageName, Reference
+
+STOP_SECONDS = 10
+"""How long a stopped CLI gets to cancel its pull before it is killed."""
+LONGEST_MESSAGE = 2000
+_UNREACHABLE = ("cannot connect to the docker daemon", "error during connect", "is the docker daemon running")
+
+
+class CliPuller:
+    """``docker pull`` and ``docker tag``, each one attempt; the retry policy decides whether to try again."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        found = shutil.which("docker", path=self.env.get("PATH"))
+        if found is None:
+            raise EngineError(
+                "the docker CLI is not on this runner's PATH. Use a runner with Docker (ubuntu-latest has it) "
+                "or install Docker before this step."
+            )
+        self.docker = found
+
+    def pull(self, image: ImageName, digest: str, timeout: float) -> None:
+        """Pull ``name@digest``, once. Raises RegistryError (transient or not), or EngineError."""
+        reference = image.with_digest(digest)
+        code, text = self._run(["pull", "--quiet", reference], timeout)
+        if code is None:
+            raise RegistryError(f"pulling {reference}: no answer within {timeout:.0f} s", transient=True)
+        if code != 0:
+            raise self._failure(reference, text, "pulling")
+
+    def tag(self, source: str, reference: Reference) -> None:
+        def attempt() -> str | None:
+            code, text = self._run(["tag", source, str(reference)], 60)
+            if code == 0:
+                return None
+            if code is not None and _unreachable(text):
+                raise self._failure(str(reference), text, "tagging")
+            return text or f"docker tag exited {code}"
+
+        settle_tag(attempt, source, str(reference))
+
+    def _run(self, args: Sequence[str], timeout: float) -> tuple[int | None, str]:
+        """The exit status (None when cut at the deadline) and what the CLI said on failure."""
+        process = subprocess.Popen(
+            [self.docker, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            text=True,
+        )
+        try:
+            out, err = process.communicate(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            # SIGTERM first: the CLI then closes its request, and the engine cancels the pull.
+            process.terminate()
+            try:
+                process.communicate(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+            return None, ""
+        text = (err or out).strip()
+        return process.returncode, text[-LONGEST_MESSAGE:]
+
+    def _failure(self, reference: str, text: str, action: str) -> EngineError | RegistryError:
+        if _unreachable(text):
+            return EngineError(
+                f"{action} {reference}: cannot reach the Docker engine ({text}). Start Docker on the runner "
+                "(or set DOCKER_HOST); locally, scripts/dev-env up starts one."
+            )
+        return classify_push_error(reference, text.removeprefix("Error response from daemon: "), action)
+
+
+def _unreachable(text: str) -> bool:
+    lowered = text.lower()
+    return any(phrase in lowered for phrase in _UNREACHABLE)
