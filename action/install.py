@@ -12,7 +12,8 @@ time; a file that does not match is dropped, and what is missing is downloaded w
 (`pip download --require-hashes --only-binary :all: --no-deps`). Unpacking a few wheels takes a fraction of
 a second, where `pip install` (and the pip bootstrapped into a new venv by `python -m venv`) takes seconds.
 
-    install.py plan   the step before the cache: write key, path and restore (whether to restore) outputs
+    install.py plan   the step before the cache: write key, path and restore (whether to restore) outputs;
+                      with nothing to restore, install now and write the output python too
     install.py        install, or find the same install already there; write the output python
 
 The install's fingerprint (this file, the lock, the sources and the interpreter) is kept in the venv: a
@@ -385,6 +386,12 @@ def _member_target(site: Path, name: str, data_dir: str) -> Path:
     return site.joinpath(*parts)
 
 
+UNUSABLE_MEMBERS = re.compile(r"^zstandard/(_cffi\.[^/]*\.so|backend_cffi\.py)$")
+"""Files of a locked wheel that nothing can import here, left packed: zstandard's cffi backend (half its
+24 MB) needs cffi, which the lock leaves out; zstandard loads its C backend, and the cffi one only when
+asked to (PYTHON_ZSTANDARD_IMPORT_POLICY=cffi), which would fail the same with or without these files."""
+
+
 def unpack(wheel: Path, site: Path) -> str:
     """Unpack one hash-checked wheel into site-packages, as the wheel format defines it; its dist-info name."""
     with zipfile.ZipFile(wheel) as archive:
@@ -398,7 +405,7 @@ def unpack(wheel: Path, site: Path) -> str:
             raise InstallError(f"{wheel.name} is of a wheel version this installer does not know")
         data_dir = dist_info[: -len(".dist-info")] + ".data"
         for info in archive.infolist():
-            if info.is_dir():
+            if info.is_dir() or UNUSABLE_MEMBERS.match(info.filename):
                 continue
             target = _member_target(site, info.filename, data_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -510,13 +517,19 @@ def say(message: str) -> None:
 
 
 def plan(runner: Runner) -> None:
-    """The step before actions/cache: its key and path, and whether there is anything to restore."""
+    """The step before actions/cache: its key and path, and whether there is anything to restore.
+
+    When there is nothing to restore (the store on the machine is complete, or this job installed already),
+    the install is done here and now, and its interpreter is the output ``python``: the action skips its
+    install step, and a consume job starts one Python process sooner."""
     if runner.stamp_of_venv() == fingerprint(runner.lock_bytes):
         restore = False  # a second install in this job: it is there already
     else:
         restore = bool(check_store(runner.store, runner.wanted, drop=False).missing)
     say(f"wheel store: {runner.store} ({'to restore' if restore else 'complete'})")
     runner.output({"key": runner.key, "path": str(runner.store), "restore": "true" if restore else "false"})
+    if not restore:
+        install(runner)
 
 
 def install(runner: Runner) -> None:
@@ -555,12 +568,12 @@ def install(runner: Runner) -> None:
     if unpacked != expected.distributions or installed_distributions(site) != expected.distributions:
         raise InstallError(f"the wheels unpacked {sorted(unpacked)}, not {sorted(expected.distributions)}")
     copy_sources(site)
+    # The venv's interpreter is this very one, and every package in it was checked above: there is nothing
+    # a trial start would add but a tenth of a second.
     python = venv_python(runner.venv)
-    argv = [str(python), "-I", "-m", "buildonce", "--version"]
-    check = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if check.returncode != 0:
-        raise InstallError(f"the installed buildonce does not start: {(check.stderr or check.stdout).strip()}")
-    say(check.stdout.strip())
+    if not python.exists():
+        raise InstallError(f"the venv {runner.venv} has no interpreter at {python}; check that RUNNER_TEMP is writable")
+    say(f"installed {label}: {', '.join(sorted(f'{name} {version}' for name, version in unpacked))}")
     (runner.venv / ".buildonce-fingerprint").write_text(digest + "\n")
     say("::endgroup::")
     runner.output({"python": str(python)})

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install buildonce into a virtual environment under $RUNNER_TEMP; shared by action.yml and consume/action.yml.
 #
-#   install.sh plan   the step before actions/cache: the wheel store's key and path, and whether to restore it
+#   install.sh plan   the step before actions/cache: the wheel store's key and path, and whether to restore it;
+#                     with nothing to restore, the install itself (output 'python'), so the next step is skipped
 #   install.sh        install from the hash-checked wheels (downloading what the store lacks), or find the same
 #                     install already there; writes the venv's interpreter to the step output 'python'
 #

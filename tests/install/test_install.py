@@ -110,17 +110,39 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 def test_a_fresh_job_installs_from_the_store_without_reaching_an_index(store: Store, tmp_path: Path) -> None:
+    """With the store complete there is nothing to restore: the plan step installs, and says where."""
     plan = run_step(ROOT, tmp_path / "temp", store.tool_cache, "plan", env=offline())
     assert plan.code == 0, plan.log
-    assert plan.outputs == {"key": store.path.name, "path": str(store.path), "restore": "false"}
-    step = run_step(ROOT, tmp_path / "temp", store.tool_cache, env=offline())
-    assert step.code == 0, step.log
-    assert "downloading" not in step.log
-    assert commands(step.log, "warning") == []
-    python = step.outputs["python"]
-    assert python == str(tmp_path / "temp" / "buildonce" / "venv" / "bin" / "python")
+    python = str(tmp_path / "temp" / "buildonce" / "venv" / "bin" / "python")
+    assert plan.outputs == {"key": store.path.name, "path": str(store.path), "restore": "false", "python": python}
+    assert "downloading" not in plan.log
+    assert commands(plan.log, "warning") == []
     version = subprocess.run([python, "-I", "-m", "buildonce", "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("buildonce "), version
+    # The install step, had the action not skipped it, finds that install and names the same interpreter.
+    step = run_step(ROOT, tmp_path / "temp", store.tool_cache, env=offline())
+    assert step.code == 0, step.log
+    assert "is already installed" in step.log
+    assert step.outputs == {"python": python}
+
+
+def test_an_empty_store_leaves_the_install_to_the_step_after_the_restore(tmp_path: Path) -> None:
+    plan = run_step(ROOT, tmp_path / "temp", tmp_path / "tool-cache", "plan", env=offline())
+    assert plan.code == 0, plan.log
+    assert "python" not in plan.outputs
+    assert not (tmp_path / "temp" / "buildonce" / "venv").exists()
+
+
+def test_zstandards_cffi_backend_is_left_packed_and_zstd_still_works(store: Store, tmp_path: Path) -> None:
+    step = run_step(ROOT, tmp_path / "temp", store.tool_cache, env=offline())
+    assert step.code == 0, step.log
+    python = step.outputs["python"]
+    site = next((tmp_path / "temp" / "buildonce" / "venv" / "lib").glob("python3*/site-packages"))
+    assert not list((site / "zstandard").glob("_cffi*")), "the cffi backend needs cffi, which is not installed"
+    assert not (site / "zstandard" / "backend_cffi.py").exists()
+    assert list((site / "zstandard").glob("backend_c.*.so"))
+    script = "import zstandard; data = b'x' * 100000; assert zstandard.decompress(zstandard.compress(data)) == data"
+    subprocess.run([python, "-I", "-c", script], check=True, timeout=60)
 
 
 def test_an_empty_store_is_to_be_restored_and_named_by_the_lock(tmp_path: Path) -> None:
