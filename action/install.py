@@ -22,6 +22,7 @@ second call in the same job finds the same buildonce there and only checks that 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -261,10 +262,16 @@ def store_key(lock_bytes: bytes) -> str:
 
 
 def store_root(env: Mapping[str, str], temp: Path) -> Path:
-    """The runner's tool cache, which outlives the job on a machine that is kept, else the job's temp."""
+    """The runner's tool cache, which outlives the job on a machine that is kept, else the job's temp.
+
+    A runner may name a tool cache that no tool has made yet (a new self-hosted runner, act): it is made
+    here, as the toolkit's tool-cache makes it; one that cannot be made or written is not used."""
     tool_cache = env.get("RUNNER_TOOL_CACHE", "")
-    if tool_cache and Path(tool_cache).is_dir() and os.access(tool_cache, os.W_OK):
-        return Path(tool_cache) / "buildonce-wheels"
+    if tool_cache and Path(tool_cache).is_absolute():
+        with contextlib.suppress(OSError):
+            Path(tool_cache).mkdir(parents=True, exist_ok=True)
+        if Path(tool_cache).is_dir() and os.access(tool_cache, os.W_OK):
+            return Path(tool_cache) / "buildonce-wheels"
     return temp / "buildonce" / "wheels"
 
 

@@ -186,9 +186,22 @@ def test_the_store_key_changes_with_the_lock_and_names_the_interpreter() -> None
 
 def test_the_store_lives_in_the_tool_cache_when_there_is_one(tmp_path: Path) -> None:
     assert install.store_root({"RUNNER_TOOL_CACHE": str(tmp_path)}, tmp_path / "temp") == tmp_path / "buildonce-wheels"
-    missing = tmp_path / "missing"
-    assert install.store_root({"RUNNER_TOOL_CACHE": str(missing)}, tmp_path / "t") == tmp_path / "t/buildonce/wheels"
     assert install.store_root({}, tmp_path / "t") == tmp_path / "t" / "buildonce" / "wheels"
+    assert install.store_root({"RUNNER_TOOL_CACHE": "relative"}, tmp_path / "t") == tmp_path / "t/buildonce/wheels"
+
+
+def test_a_tool_cache_the_runner_names_but_never_made_is_made(tmp_path: Path) -> None:
+    """act, and a new self-hosted runner, name a tool cache that does not exist yet."""
+    named = tmp_path / "cache" / "tool_cache"
+    assert install.store_root({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t") == named / "buildonce-wheels"
+    assert named.is_dir()
+
+
+def test_a_tool_cache_that_cannot_be_made_leaves_the_store_in_the_jobs_temp(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    named = blocker / "tool_cache"
+    assert install.store_root({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t") == tmp_path / "t/buildonce/wheels"
 
 
 # --- unpacking ----------------------------------------------------------------------------------------------
