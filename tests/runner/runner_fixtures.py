@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from act_setup import copy_own_action, make_act, push_base_image
 from actrun import Act
-from base_images import MissingToolError, busybox_rootfs
+from base_images import MissingToolError
 from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
-from rewrites import BASE_REPOSITORY, EXAMPLES, ROOT, RUNNER_WORKFLOWS, STAND_INS, local_repositories
+from rewrites import STAND_INS
 from token_server import TokenServer
 
 # The commands the example image's tests and the stand-in base need, as links to busybox-static.
@@ -63,21 +64,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def own_action(scratch: Path) -> Path:
-    """A copy of this work tree's files as ``buildonce/buildonce@v1``, without .venv, tests or caches: act
-    packs the whole folder into memory for each use of the action."""
-    listed = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    target = scratch / "buildonce-action"
-    for name in sorted(set(listed.split("\0"))):
-        source = ROOT / name
-        if not name or name.startswith(("tests/", "bench/", "examples/")) or not source.is_file():
-            continue
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target / name)
-    return target
+    return copy_own_action(scratch)
 
 
 @pytest.fixture(scope="session")
@@ -102,46 +89,12 @@ def base_registry(act_binary: str, scratch: Path) -> Iterator[str]:
     """A registry serving the examples' base image, for linux/amd64 and linux/arm64 (see rewrites.py)."""
     with RegistryServer(scratch / "base-registry") as server:
         try:
-            rootfs = busybox_rootfs(_APPLETS, directories=())
+            push_base_image(server.address, scratch)
         except MissingToolError as exc:
             pytest.fail(str(exc))
-        context = scratch / "base-context"
-        context.mkdir()
-        (context / "rootfs.tar").write_bytes(rootfs)
-        (context / "Dockerfile").write_text('FROM scratch\nADD rootfs.tar /\nCMD ["sh"]\n')
-        reference = f"{server.address}/{BASE_REPOSITORY}"
-        subprocess.run(
-            [
-                "docker",
-                "buildx",
-                "build",
-                "--builder",
-                "default",
-                "--platform",
-                "linux/amd64,linux/arm64",
-                "--provenance",
-                "false",
-                "--output",
-                f"type=image,name={reference},push=true",
-                str(context),
-            ],
-            capture_output=True,
-            check=True,
-            timeout=300,
-        )
         yield server.address
 
 
 @pytest.fixture(scope="session")
 def act(act_binary: str, scratch: Path, own_action: Path) -> Act:
-    artifacts = scratch / "artifacts"
-    artifacts.mkdir()
-    return Act(
-        binary=act_binary,
-        scratch=scratch,
-        artifact_dir=artifacts,
-        cache_dir=scratch / "cache-server",
-        local_repositories=local_repositories(own_action, [*EXAMPLES.glob("*.yml"), *RUNNER_WORKFLOWS.glob("*.yml")]),
-        secrets={"GITHUB_TOKEN": TEST_PASSWORD},
-        actor=TEST_USER,
-    )
+    return make_act(act_binary, scratch, own_action)
