@@ -85,9 +85,10 @@ QUICK = Counts(save=1, compressed=1, consume=1)
 def save_child(directory: str, compression: str, references: list[str]) -> int:
     """Save the references as buildonce's build does, print what it took as JSON; with no references, only
     import and connect (the floor of the memory measurement)."""
-    from buildonce.artifact import Compression, write_artifact
+    from buildonce.artifact import write_artifact
     from buildonce.commands.build import SAVE_CHUNK
     from buildonce.docker.engine import Engine
+    from buildonce.options import Compression
 
     started = time.perf_counter()
     engine = Engine.connect(os.environ)

@@ -11,7 +11,6 @@ files are read before it is loaded, so that what it holds is known without askin
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import io
 import itertools
@@ -23,18 +22,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from buildonce.errors import ArtifactError
 from buildonce.oci import sha256_digest
+from buildonce.options import Compression
 from buildonce.tarimage import PROOF_DIRECTORY, TarContents, member_path, parse_json
 
 if TYPE_CHECKING:
     from buildonce.oci import Manifest
 
 CHUNK_SIZE = 1 << 20
-
-
-class Compression(enum.Enum):
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
 
 
 SUFFIXES = {Compression.NONE: ".tar", Compression.GZIP: ".tar.gz", Compression.ZSTD: ".tar.zst"}

@@ -14,7 +14,6 @@ import zstandard
 
 from buildonce.artifact import (
     MAX_JSON_MEMBER,
-    Compression,
     checksum_path,
     pushed_manifests,
     read_image_tar,
@@ -24,6 +23,7 @@ from buildonce.artifact import (
 )
 from buildonce.errors import ArtifactError
 from buildonce.oci import Manifest
+from buildonce.options import Compression
 from buildonce.tarimage import PROOF_DIRECTORY
 
 
