@@ -87,8 +87,8 @@ def save_child(directory: str, compression: str, references: list[str]) -> int:
     import and connect (the floor of the memory measurement)."""
     from buildonce.artifact import write_artifact
     from buildonce.commands.build import SAVE_CHUNK
+    from buildonce.compression import Compression
     from buildonce.docker.engine import Engine
-    from buildonce.options import Compression
 
     started = time.perf_counter()
     engine = Engine.connect(os.environ)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from buildonce.compression import Compression
 from buildonce.errors import ArtifactError
 from buildonce.oci import sha256_digest
-from buildonce.options import Compression
 from buildonce.tarimage import PROOF_DIRECTORY, TarContents, member_path, parse_json
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from buildonce.compression import Compression
 from buildonce.docker.config import Login
 from buildonce.docker.spec import Secret
 from buildonce.errors import InputError
@@ -118,14 +119,6 @@ _SHA = re.compile(r"[0-9a-f]{40}")
 # int() itself fail.
 _WHOLE = re.compile(r"[0-9]{1,9}")
 _NUMBER = re.compile(r"[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
-
-
-class Compression(enum.Enum):
-    """How the artifact tar is compressed (input 'artifact-compression')."""
-
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
 
 
 class Switch(enum.Enum):

@@ -21,9 +21,9 @@ from buildonce.artifact import (
     verify,
     write_artifact,
 )
+from buildonce.compression import Compression
 from buildonce.errors import ArtifactError
 from buildonce.oci import Manifest
-from buildonce.options import Compression
 from buildonce.tarimage import PROOF_DIRECTORY
 
 

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from buildonce.compression import Compression
 from buildonce.errors import InputError
 from buildonce.github.workflow import Inputs
 from buildonce.options import (
     BUILD_INPUTS,
-    Compression,
     PushVia,
     Switch,
     build_options,
