@@ -34,6 +34,7 @@ from buildonce.oci import json_object
 from buildonce.options import BuildOptions, PushVia
 from buildonce.plan import Plan
 from buildonce.platforms import matches
+from buildonce.report import BuildReport
 
 if TYPE_CHECKING:
     from buildonce.commands.publish import Existing
@@ -51,12 +52,10 @@ class LegReport:
     path: Path
 
     def outputs(self) -> dict[str, str]:
+        """A build's outputs, of the leg's platform manifest, and the leg itself."""
+        build = BuildReport(plan=self.plan, digest=self.leg.digest, pushed=True, reused=self.reused, attempts=1)
         return {
-            **self.plan.outputs(),
-            "digest": self.leg.digest,
-            "image": self.plan.images[0].with_digest(self.leg.digest),
-            "pushed": "true",
-            "reused": "true" if self.reused else "false",
+            **build.outputs(),
             "leg": self.leg.to_json(),
             "leg-name": self.path.stem,
             "leg-path": str(self.path),

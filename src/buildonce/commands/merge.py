@@ -52,6 +52,10 @@ class MergeReport:
             "platform-digests": json.dumps(self.platform_digests, sort_keys=True, separators=(",", ":")),
             "pushed": "true",
             "reused": "true" if self.reused else "false",
+            # A merge loads nothing and saves no artifact, whatever the plan of a build would decide.
+            "load": "false",
+            "artifact": "false",
+            "artifact-name": "",
         }
 
     def summary(self) -> str:
