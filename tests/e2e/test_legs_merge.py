@@ -107,6 +107,23 @@ def test_two_legs_at_once_then_the_merge(registry: RegistryServer, tmp_path: Pat
         check=False,
     )
     assert inspect.stdout.strip() == "amd64"
+    # A test job of the arm64 runner takes its platform of the index, checked to be listed by it.
+    consumed = run_on_fixture(
+        "consume",
+        tmp_path / "consume",
+        "push-default",
+        {"image": images, "platform": "linux/arm64", **FAST_RETRY},
+    )
+    assert consumed.code == 0, consumed.log
+    assert consumed.outputs["digest"] == digest
+    assert f"lists {images}@{platform_digests['linux/arm64']} for linux/arm64" in consumed.log
+    assert f"Pulled {images}@{digest}" in consumed.log
+    missing = run_on_fixture(
+        "consume", tmp_path / "consume-386", "push-default", {"image": images, "platform": "linux/386", **FAST_RETRY}
+    )
+    assert missing.code == 1
+    (error,) = missing.errors()
+    assert "has no image for linux/386 (input 'platform'); it has: linux/amd64, linux/arm64" in error
 
 
 @pytest.fixture
