@@ -259,15 +259,17 @@ def test_the_immutable_tag_of_another_commit_refuses_the_merge(registry: Registr
         "build",
         scratch_context(tmp_path / "single", "another commit"),
         "push-default",
-        {"images": images, **FAST_RETRY},
+        {"images": images, "platforms": ",".join(PLATFORMS), **FAST_RETRY},
         data=other,
         env={"GITHUB_SHA": other["after"]},
     )
     assert single.code == 0, single.log
+    assert registry_api.platforms(registry.address, repo, single.outputs["digest"]) == list(PLATFORMS)
     run = merge(tmp_path / "merge", images, [r.outputs["leg"] for r in runs])
     assert run.code == 1, run.log
     (error,) = run.errors()
     assert "allow-overwrite" in error
+    assert other["after"] in error
     assert registry_api.digest_of(registry.address, repo, "sha-0123456") == single.outputs["digest"]
     assert registry_api.digest_of(registry.address, repo, "latest") == single.outputs["digest"]
 
@@ -335,3 +337,27 @@ def test_a_child_that_never_appears_fails_the_merge_and_tags_nothing(
     (error,) = run.errors()
     assert "linux/arm64 leg" in error
     assert registry_api.tags(registry.address, repo) == []
+
+
+def test_a_leg_refuses_an_immutable_tag_of_another_commit_before_building(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    repo = unique("legtaken")
+    images = f"{registry.address}/{repo}"
+    other = payload("push-default")
+    other["after"] = other["head_commit"]["id"] = "0123456" + "e" * 33
+    single = run_on_fixture(
+        "build",
+        scratch_context(tmp_path / "single", "another commit"),
+        "push-default",
+        {"images": images, **FAST_RETRY},
+        data=other,
+        env={"GITHUB_SHA": other["after"]},
+    )
+    assert single.code == 0, single.log
+    run = leg(tmp_path / "leg", images, "linux/arm64")
+    assert run.code == 1
+    (error,) = run.errors()
+    assert "allow-overwrite" in error
+    assert "docker buildx build" not in run.log
+    assert run.outputs == {}
