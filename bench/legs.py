@@ -19,6 +19,7 @@ N runners is printed with the measured figures.
 
 from __future__ import annotations
 
+import importlib
 import json
 import resource
 import secrets
@@ -32,7 +33,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import base_images
 from benchlib import (
     BUSYBOX_IMAGE,
     STATS_HEADERS,
@@ -59,6 +59,9 @@ from benchlib import (
 )
 from faultproxy import FaultProxy
 from registry_server import RegistryServer
+
+# On the path benchlib puts tests/support on (isort would import it before benchlib).
+base_images = importlib.import_module("base_images")
 
 PLATFORMS = ("linux/amd64", "linux/386")
 BASES = {"amd64": "buildonce-bench/busybox-amd64:1", "386": "buildonce-bench/busybox-386:1"}
@@ -147,10 +150,12 @@ class Bench:
         self.context = self.root / "context"
         self.context.mkdir()
         (self.context / ".dockerignore").write_text(".runner\n")
-        # TARGETARCH picks each platform's own base; BUST makes every run execute the loop.
+        # TARGETARCH picks each platform's own base (a stage name: this BuildKit leaves it empty in a FROM
+        # of the global scope); BUST makes every run execute the loop.
         (self.context / "Dockerfile").write_text(
-            "ARG TARGETARCH\n"
-            "FROM buildonce-bench/busybox-${TARGETARCH}:1\n"
+            f"FROM {BASES['amd64']} AS base-amd64\n"
+            f"FROM {BASES['386']} AS base-386\n"
+            "FROM base-$TARGETARCH\n"
             "ARG BUST=0\n"
             f'RUN echo "$BUST" > /bust && i=0 && while [ $i -lt {self.loops} ]; do i=$((i+1)); done # {self.marker}\n'
         )
