@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import resource
 import secrets
 import shutil
@@ -305,6 +306,7 @@ def report(bench: Bench, samples: dict[str, list[float]], loop_cpu: float) -> No
         f"about {loop_cpu:.1f} s + (N-1) x {loop_cpu:.1f} s x 5..10 on its own CPUs, e.g. for N = 2, "
         f"{loop_cpu * 6:.0f}-{loop_cpu * 11:.0f} s against {slowest + merge:.0f} s."
     )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (others' work included)")
     print(f"RESULT legs+merge/one-build={ratio:.2f}x (goal <= 1.10x) merge={merge * 1000:.0f}ms (goal < 1000ms)")
 
 
