@@ -262,7 +262,7 @@ def test_native_legs_merge_into_one_index_that_each_platform_s_test_pulls(scenar
     chain = scenarios["native_legs"]
     run = chain.runs["push_main"]
     assert_succeeded(run, "plan", "build", "merge", "test")
-    assert [leg.matrix["platform"] for leg in run.legs("build")] == ["linux/amd64", "linux/arm64"]
+    assert sorted(leg.matrix["platform"] for leg in run.legs("build")) == ["linux/amd64", "linux/arm64"]
     digest = run.outputs("merge")["digest"]
     assert served(chain, "latest") == served(chain, f"sha-{chain.sha7}") == digest
     assert sorted(registry_tags(chain)) == ["latest", f"sha-{chain.sha7}"]
