@@ -14,11 +14,12 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.publish import Existing, Publisher, commit_of, run_all
+from buildonce.commands.seams import RegistryAPI
 from buildonce.errors import InputError, RegistryError, VerificationError
 from buildonce.labels import Keys, annotations_for
 from buildonce.legs import Leg, MergePlan, config_platform, index_annotations, leg_of_index, parse_legs, plan_merge
@@ -31,8 +32,13 @@ from buildonce.references import ImageName
 if TYPE_CHECKING:
     from buildonce.github.workflow import Console
     from buildonce.oci import Manifest
-    from buildonce.registry.client import Registry
     from buildonce.retry import RetryPolicy
+
+
+class MergeRegistryAPI(RegistryAPI, Protocol):
+    """What the merge asks of the registry: the publishing step's, and the config of each leg's image."""
+
+    def image_config(self, image: ImageName, reference: str, platform: str | None = None) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -107,7 +113,7 @@ def run(call: Invocation) -> None:
 class Merger:
     plan: Plan
     console: Console
-    registry: Registry
+    registry: MergeRegistryAPI
     policy: RetryPolicy
     keys: Keys
     publisher: Publisher
