@@ -110,11 +110,17 @@ def descriptor(manifest: Manifest, platform: str | None = None) -> dict[str, Any
 
 def build_index(children: Sequence[tuple[Manifest, str]], annotations: Mapping[str, str] | None = None) -> Manifest:
     """An OCI image index of per-platform manifests (each with its ``os/arch[/variant]``), in that order."""
+    return index_of([descriptor(manifest, platform) for manifest, platform in children], annotations)
+
+
+def index_of(entries: Sequence[Mapping[str, Any]], annotations: Mapping[str, str] | None = None) -> Manifest:
+    """An OCI image index listing ``entries`` (descriptors) in that order, in compact JSON with sorted keys:
+    the same entries and annotations always make the same bytes, so the same digest."""
     body: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": [descriptor(manifest, platform) for manifest, platform in children],
+        "manifests": [dict(entry) for entry in entries],
     }
     if annotations:
         body["annotations"] = dict(annotations)
-    return Manifest.from_bytes(json.dumps(body, separators=(",", ":")).encode(), OCI_INDEX)
+    return Manifest.from_bytes(json.dumps(body, separators=(",", ":"), sort_keys=True).encode(), OCI_INDEX)

@@ -84,6 +84,18 @@ BUILD_INPUTS: dict[str, str] = {
     "push-via": "auto",
     "artifact-dir": "",
     "artifact-compression": "none",
+    "distribute": "none",
+}
+PLAN_COMMAND_INPUTS: dict[str, str] = {
+    **PLAN_INPUTS,
+    "runners": "",
+}
+MERGE_INPUTS: dict[str, str] = {
+    **PLAN_INPUTS,
+    "legs": "",
+    **RETRY_INPUTS,
+    **LOGIN_INPUTS,
+    "allow-overwrite": "false",
 }
 CONSUME_INPUTS: dict[str, str] = {
     "image": "",
@@ -101,6 +113,7 @@ CONSUME_INPUTS: dict[str, str] = {
     "source": "auto",
     "defer-artifact": "false",
     "check-freshness": "true",
+    "platform": "",
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
 }
@@ -134,6 +147,13 @@ class PushVia(enum.Enum):
     AUTO = "auto"
     ENGINE = "engine"
     LAYOUT = "layout"
+
+
+class Distribute(enum.Enum):
+    NONE = "none"
+    """One build of every platform, published under the tags (the default)."""
+    LEG = "leg"
+    """One platform of several, pushed by digest alone, for ``buildonce merge`` to publish."""
 
 
 class Source(enum.Enum):
@@ -404,6 +424,7 @@ class BuildOptions:
     push_via: PushVia
     artifact_dir: str
     compression: Compression
+    distribute: Distribute = Distribute.NONE
 
     @property
     def source_date_epoch(self) -> int | None:
@@ -439,6 +460,28 @@ def build_options(inputs: Inputs) -> BuildOptions:
         push_via=_choice(inputs, defaults, "push-via", PushVia),
         artifact_dir=inputs.get("artifact-dir"),
         compression=_choice(inputs, defaults, "artifact-compression", Compression),
+        distribute=_choice(inputs, defaults, "distribute", Distribute),
+    )
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    plan: PlanOptions
+    legs: tuple[str, ...]
+    """One leg's JSON object per line, as given."""
+    retry: RetryOptions
+    login: Login | None
+    allow_overwrite: bool
+
+
+def merge_options(inputs: Inputs) -> MergeOptions:
+    defaults = MERGE_INPUTS
+    return MergeOptions(
+        plan=plan_options(inputs, defaults),
+        legs=tuple(line for line in (inputs.raw("legs") or "").splitlines() if line.strip()),
+        retry=retry_options(inputs, defaults),
+        login=login_options(inputs),
+        allow_overwrite=_bool(inputs, defaults, "allow-overwrite"),
     )
 
 
@@ -459,6 +502,7 @@ class ConsumeOptions:
     check_freshness: bool
     retry: RetryOptions
     login: Login | None
+    platform: str = ""
 
 
 def _digest(inputs: Inputs, name: str) -> str:
@@ -491,6 +535,7 @@ def consume_options(inputs: Inputs) -> ConsumeOptions:
         check_freshness=_bool(inputs, defaults, "check-freshness"),
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
+        platform=check_platform(inputs.get("platform"), source="platform") if inputs.get("platform") else "",
     )
 
 

@@ -149,6 +149,11 @@ class Act:
             f".github/workflows/{workflow}",
             "--platform",
             "ubuntu-latest=-self-hosted",
+            # The native runners of native-legs.yml's matrix: this machine stands in for both.
+            "--platform",
+            "ubuntu-24.04=-self-hosted",
+            "--platform",
+            "ubuntu-24.04-arm=-self-hosted",
             "--json",
             "--actor",
             self.actor,

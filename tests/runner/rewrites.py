@@ -32,7 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "workflows"
 STAND_INS = Path(__file__).resolve().parent / "stand-ins"
 RUNNER_WORKFLOWS = Path(__file__).resolve().parent / "workflows"
-ACTION_FILES = (ROOT / "action.yml", ROOT / "consume" / "action.yml")
+ACTION_FILES = (
+    ROOT / "action.yml",
+    ROOT / "consume" / "action.yml",
+    ROOT / "merge" / "action.yml",
+    ROOT / "plan" / "action.yml",
+)
 
 REPORT_ENV = "BUILDONCE_ACT_REPORT"
 REPORT_JOB = "act-report"

@@ -180,6 +180,13 @@ def default_branch_chain(setting: Setting) -> Chain:
     return chain
 
 
+def native_legs_chain(setting: Setting) -> Chain:
+    """native-legs.yml on a push to main: a leg per platform, the merge, a test job per platform."""
+    chain = setting.chain("legs", setting.auth_registry, [example("native-legs.yml")])
+    setting.run(chain, "push_main", "native-legs.yml", "push", push(chain.sha, "refs/heads/main"))
+    return chain
+
+
 def metadata_chain(setting: Setting) -> Chain:
     chain = setting.chain("meta", setting.auth_registry, [example("metadata-action.yml")])
     setting.run(chain, "push_main", "metadata-action.yml", "push", push(chain.sha, "refs/heads/main"))

@@ -36,6 +36,7 @@ from scenarios import (
     fork_chain,
     fork_workflow_chain,
     metadata_chain,
+    native_legs_chain,
     pull_request,
     pull_request_chain,
     stale_tag_chain,
@@ -89,6 +90,7 @@ def scenarios(
                 "feature_branch": lambda: feature_branch_chain(setting),
                 "fork_workflow": lambda: fork_workflow_chain(setting),
                 "metadata": lambda: metadata_chain(setting),
+                "native_legs": lambda: native_legs_chain(setting),
                 "checks": lambda: checks_chain(setting),
                 "stale": lambda: stale_tag_chain(setting, stale_image),
             }
@@ -254,6 +256,24 @@ def test_push_to_main_builds_both_platforms(scenarios: Scenarios) -> None:
     assert reader(chain).platforms(chain.image, digest) == ["linux/amd64", "linux/arm64"]
     assert f"consumed `{chain.registry}/{chain.image}@{digest}`" in summary(run, "scan")
     assert run.artifact_names() == []
+
+
+def test_native_legs_merge_into_one_index_that_each_platform_s_test_pulls(scenarios: Scenarios) -> None:
+    chain = scenarios["native_legs"]
+    run = chain.runs["push_main"]
+    assert_succeeded(run, "plan", "build", "merge", "test")
+    assert sorted(leg.matrix["platform"] for leg in run.legs("build")) == ["linux/amd64", "linux/arm64"]
+    digest = run.outputs("merge")["digest"]
+    assert served(chain, "latest") == served(chain, f"sha-{chain.sha7}") == digest
+    assert sorted(registry_tags(chain)) == ["latest", f"sha-{chain.sha7}"]
+    assert reader(chain).platforms(chain.image, digest) == ["linux/amd64", "linux/arm64"]
+    # Each leg's artifact, named after the immutable tag and its platform; no image artifact.
+    assert sorted(run.artifact_names()) == [
+        f"buildonce-leg-sha-{chain.sha7}-linux-{arch}" for arch in ("amd64", "arm64")
+    ]
+    assert f"merged and pushed `{chain.registry}/{chain.image}@{digest}`" in summary(run, "merge")
+    for leg in run.legs("test"):
+        assert any(f"consumed `{chain.registry}/{chain.image}@{digest}`" in text for text in leg.summaries), leg.matrix
 
 
 def test_release_tag_on_a_built_commit_adds_its_tags_to_that_image(scenarios: Scenarios) -> None:

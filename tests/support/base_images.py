@@ -118,9 +118,13 @@ def _import(tar_argv: list[str], name: str) -> None:
 def busybox_rootfs(
     applets: Sequence[str] = _BUSYBOX_APPLETS,
     directories: Sequence[tuple[str, int]] = (("tmp", 0o1777), ("dev", 0o755)),
+    busybox: str | None = None,
 ) -> bytes:
-    """A root file system as a tar: Debian's busybox-static with ``applets`` linked to it, and ``directories``."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
+    """A root file system as a tar: Debian's busybox-static with ``applets`` linked to it, and ``directories``.
+
+    ``busybox`` is the binary to use (another architecture's, for a base of that platform); default the host's.
+    """
+    busybox = busybox or shutil.which("busybox") or "/bin/busybox"
     if not Path(busybox).is_file():
         raise MissingToolError("busybox-static is not installed; scripts/dev-env up installs it")
     buffer = io.BytesIO()

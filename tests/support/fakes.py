@@ -108,7 +108,7 @@ class FakeEngine:
     def login(self, login: Login) -> None:
         self.logins.append(login.registry)
 
-    def pull(self, image: ImageName, digest: str, timeout: float) -> None:
+    def pull(self, image: ImageName, digest: str, timeout: float, *, platform: str = "") -> None:
         if self.registry.resolve(image, digest) != digest:
             raise RegistryError(f"{image}@{digest}: not found")
         self.pulled.append(image.with_digest(digest))

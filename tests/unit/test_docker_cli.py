@@ -39,6 +39,12 @@ def test_a_pull_names_the_image_by_digest_and_nothing_else(tmp_path: Path) -> No
     assert logged(tmp_path) == ["pull", "--quiet", f"{IMAGE}@{DIGEST}"]
 
 
+def test_a_pull_of_another_platform_names_it(tmp_path: Path) -> None:
+    puller = CliPuller(stand_in(tmp_path, "true"))
+    puller.pull(IMAGE, DIGEST, 30, platform="linux/arm64")
+    assert logged(tmp_path) == ["pull", "--quiet", "--platform", "linux/arm64", f"{IMAGE}@{DIGEST}"]
+
+
 @pytest.mark.parametrize(
     ("said", "transient", "hint"),
     [

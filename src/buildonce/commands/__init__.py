@@ -15,7 +15,7 @@ from pathlib import Path
 
 from buildonce.github.context import Context, load_context
 from buildonce.github.workflow import Console, Inputs, RunnerFiles
-from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, PLAN_INPUTS, VERIFY_INPUTS
+from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, MERGE_INPUTS, PLAN_COMMAND_INPUTS, VERIFY_INPUTS
 
 
 @dataclass
@@ -71,7 +71,10 @@ COMMANDS: dict[str, Command] = {
     command.name: command
     for command in (
         Command(
-            "plan", "compute tags, labels and decisions; touch nothing", PLAN_INPUTS, "buildonce.commands.plan:run"
+            "plan",
+            "compute tags, labels, decisions and the legs' matrix; touch nothing",
+            PLAN_COMMAND_INPUTS,
+            "buildonce.commands.plan:run",
         ),
         Command(
             "build", "build once, push with retry, verify the digest", BUILD_INPUTS, "buildonce.commands.build:run"
@@ -87,6 +90,12 @@ COMMANDS: dict[str, Command] = {
             "check that an image was built from a given commit",
             VERIFY_INPUTS,
             "buildonce.commands.verify:run",
+        ),
+        Command(
+            "merge",
+            "publish the legs' per-platform images as one index, by digest",
+            MERGE_INPUTS,
+            "buildonce.commands.merge:run",
         ),
     )
 }

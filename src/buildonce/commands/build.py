@@ -38,7 +38,7 @@ from buildonce.errors import FatalError, InputError, VerificationError
 from buildonce.github.workflow import Console
 from buildonce.labels import Keys, annotations_for
 from buildonce.layout import layout_size, layout_tar
-from buildonce.options import BuildOptions, PushVia, build_options
+from buildonce.options import BuildOptions, Distribute, PushVia, build_options
 from buildonce.plan import Plan, describe, make_plan
 from buildonce.references import Reference
 from buildonce.report import BuildReport
@@ -64,12 +64,17 @@ def run(call: Invocation) -> None:
         console.warning(warning)
     if not plan.push.value and plan.push.reason != "set by the 'push' input":
         console.notice(f"Not pushing: {plan.push.reason}.", title="buildonce")
+    commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
+    if options.distribute is Distribute.LEG:
+        from buildonce.commands.leg import run_leg
+
+        run_leg(call, options, plan, commit_epoch)
+        return
     cwd = Path.cwd()
     check_paths(options, cwd)
     builder = find_builder(options.builder, call.env)
     output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
     policy = retry_policy(options.retry, console)
-    commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
 
     with ExitStack() as stack:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)

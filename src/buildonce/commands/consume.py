@@ -25,6 +25,7 @@ from buildonce.errors import ArtifactError, ContextError, InputError, RegistryEr
 from buildonce.github.context import Context
 from buildonce.github.workflow import Console
 from buildonce.labels import Keys, check_fresh
+from buildonce.oci import platforms_of, select_manifest
 from buildonce.options import ConsumeOptions, Source, consume_options
 from buildonce.references import ImageName, Reference
 from buildonce.retry import RetryPolicy
@@ -102,6 +103,8 @@ class Consumer:
     keys: Keys
     check: bool
     console: Console
+    platform: str = ""
+    """The platform to pull from an index (input 'platform'); empty pulls the engine's own."""
 
     def from_registry(self, target: Target) -> Consumed:
         """Resolve the tag, check the image's commit, then pull it by digest."""
@@ -119,17 +122,50 @@ class Consumer:
                 "Did the build for this commit push (a fork's pull request does not), and did it finish?"
             )
         reference = target.image.with_digest(digest)
+        checked = self._platform_child(target.image, digest) if self.platform else digest
         if self.check and target.sha:
-            labels, _ = self.policy.call(partial(self.registry.labels, target.image, digest), f"read {reference}")
+            labels, _ = self.policy.call(partial(self.registry.labels, target.image, checked), f"read {reference}")
             if labels is None:
                 raise RegistryError(f"{reference} is not in the registry.")
             check_fresh(reference, labels, target.sha, self.keys)
         with self.console.group(f"Pull {reference}"):
-            self.policy.call_timed(partial(self.puller.pull, target.image, digest), f"pull {reference}")
+            self.policy.call_timed(
+                partial(self.puller.pull, target.image, digest, platform=self.platform), f"pull {reference}"
+            )
         if tag:
             self.puller.tag(reference, Reference(target.image, tag))
         self.console.info(f"Pulled {reference}" + (f" ({target.image.with_tag(tag)})" if tag else ""))
         return Consumed(image=reference, digest=digest, source="registry", tag=tag)
+
+    def _platform_child(self, image: ImageName, digest: str) -> str:
+        """The manifest of ``self.platform`` that the index ``digest`` lists, checked to be served by its own
+        digest; a single-platform image is its own (the engine's pull checks its platform)."""
+        reference = image.with_digest(digest)
+        top, _ = self.policy.call(partial(self.registry.get_manifest, image, digest), f"read {reference}")
+        if top is None:
+            raise RegistryError(f"{reference} is not in the registry.")
+        if not top.is_index:
+            return digest
+        index = top.json()
+        entry = select_manifest(index, self.platform)
+        if entry is None:
+            listed = ", ".join(platforms_of(index)) or "none"
+            raise RegistryError(
+                f"{reference} has no image for {self.platform} (input 'platform'); it has: {listed}. Give one of "
+                "those, or build that platform too."
+            )
+        child = str(entry["digest"])
+
+        def served() -> None:
+            if self.registry.resolve(image, child) != child:
+                # Right after the merge a registry may not serve a child yet; retried as transient.
+                raise RegistryError(
+                    f"{reference} lists {child} for {self.platform}, which is not served.", transient=True
+                )
+
+        self.policy.call(served, f"look up {image.with_digest(child)}")
+        self.console.info(f"{reference} lists {image.with_digest(child)} for {self.platform}")
+        return child
 
     def from_artifact(self, target: Target, path: Path) -> Consumed:
         """Check the tar's checksum, read from its own files which image it holds and, with a pinned digest,
@@ -216,7 +252,9 @@ def run(call: Invocation) -> None:
         registry = open_registry(options.login, call.env, policy)
         stack.callback(registry.close)
         keys = Keys(options.label_namespace)
-        consumer = Consumer(CliPuller(cli_env), engine, registry, policy, keys, options.check_freshness, console)
+        consumer = Consumer(
+            CliPuller(cli_env), engine, registry, policy, keys, options.check_freshness, console, options.platform
+        )
         consumed = _consume(consumer, options, target)
     if consumed is None:
         call.finish({"image": "", "digest": "", "source": "", "tag": "", "need-artifact": "true"})

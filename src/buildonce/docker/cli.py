@@ -36,10 +36,12 @@ class CliPuller:
             )
         self.docker = found
 
-    def pull(self, image: ImageName, digest: str, timeout: float) -> None:
-        """Pull ``name@digest``, once. Raises RegistryError (transient or not), or EngineError."""
+    def pull(self, image: ImageName, digest: str, timeout: float, *, platform: str = "") -> None:
+        """Pull ``name@digest`` (of ``platform`` from an index, when given, else the engine's own), once.
+        Raises RegistryError (transient or not), or EngineError."""
         reference = image.with_digest(digest)
-        code, text = self._run(["pull", "--quiet", reference], timeout)
+        chosen = ["--platform", platform] if platform else []
+        code, text = self._run(["pull", "--quiet", *chosen, reference], timeout)
         if code is None:
             raise RegistryError(f"pulling {reference}: no answer within {timeout:.0f} s", transient=True)
         if code != 0:

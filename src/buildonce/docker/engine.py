@@ -132,13 +132,20 @@ class Engine:
             raise RegistryError(f"pushing {reference}: the engine reported no digest", transient=True)
         return digest
 
-    def pull(self, image: ImageName, digest: str, timeout: float) -> None:
-        """Pull ``name@digest``, once. Raises RegistryError."""
+    def pull(self, image: ImageName, digest: str, timeout: float, *, platform: str = "") -> None:
+        """Pull ``name@digest`` (of ``platform``, when given, else the engine's own), once. Raises RegistryError."""
         client = self._attempt_client(timeout)
         deadline = time.monotonic() + timeout
         reference = image.with_digest(digest)
         try:
-            stream = client.pull(image.name, tag=digest, stream=True, decode=True, auth_config=self._auth_for(image))
+            stream = client.pull(
+                image.name,
+                tag=digest,
+                stream=True,
+                decode=True,
+                auth_config=self._auth_for(image),
+                platform=platform or None,
+            )
             for message in _until(stream, deadline):
                 if "error" in message or "errorDetail" in message:
                     detail = message.get("errorDetail") or {}

@@ -286,6 +286,40 @@ class Registry:
         return image.top.digest
 
     @_operation
+    def push_by_digest(self, layout: Path, targets: Sequence[ImageName], digests: Sequence[str]) -> int:
+        """Push the manifests ``digests`` of an OCI layout, and all they refer to, into every repository of
+        ``targets`` by digest alone: no tag, and never the layout's top-level index. What a repository already
+        holds is left as it is; returns how many blobs and manifests were written.
+        """
+        image = read_layout(layout)
+        wanted = set(digests)
+        by_digest = {manifest.digest: manifest for manifest in (*image.children, image.top)}
+        unknown = sorted(wanted - set(by_digest))
+        if unknown:
+            raise ValueError(f"{layout} holds no manifest {', '.join(unknown)}")
+        written = 0
+        pushed_to: dict[str, ImageName] = {}
+        for target in dict.fromkeys(targets):
+            registry = normalize_registry(target.registry)
+            mount_from = pushed_to.get(registry)
+            scopes: tuple[str, ...] = (scope(target, "pull,push"),)
+            if mount_from is not None:
+                scopes = (*scopes, scope(mount_from, "pull"))
+            for blob in image.blobs:
+                if self._has_blob(target, blob, scopes):
+                    continue
+                location = self._start_upload(target, blob, mount_from, scopes)
+                if location is not None:
+                    self._finish_upload(target, blob, location, scopes)
+                written += 1
+            for manifest in (*image.children, image.top):
+                if manifest.digest in wanted and self.resolve(target, manifest.digest) != manifest.digest:
+                    self._put_checked(target, manifest.digest, manifest)
+                    written += 1
+            pushed_to.setdefault(registry, target)
+        return written
+
+    @_operation
     def copy_image(self, source: ImageName, digest: str, target: ImageName) -> None:
         """Copy ``source@digest`` into ``target`` by digest, no tag: every blob it lacks (mounted within one
         registry, else downloaded and uploaded), then the manifests below the top one, then the top one."""

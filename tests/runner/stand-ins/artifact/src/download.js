@@ -1,5 +1,6 @@
-// Stand-in for actions/download-artifact v7: one artifact by name (name, path, run-id, github-token), on
-// @actions/artifact 4.x (see upload.js for why 4.x) against act's real artifact server.
+// Stand-in for actions/download-artifact v7: one artifact by name (name, path, run-id, github-token), or every
+// artifact of the run whose name matches a glob (pattern, with merge-multiple: all into path, else each into
+// path/<name>), on @actions/artifact 4.x (see upload.js for why 4.x) against act's real artifact server.
 //
 // Where GitHub's and act's services differ: download-artifact reaches another run's artifact through GitHub's
 // REST API, with github-token; act's server has no REST API, only the results service, which serves any run
@@ -22,7 +23,7 @@ function tokenForRun(runId) {
 }
 
 async function main() {
-  const name = core.getInput("name", { required: true });
+  const name = core.getInput("name");
   const token = core.getInput("github-token");
   const runId = core.getInput("run-id");
   const workspace = process.env.GITHUB_WORKSPACE || process.cwd();
@@ -32,11 +33,34 @@ async function main() {
     core.info(`Looking for the artifact '${name}' of run ${runId}`);
   }
   const client = new DefaultArtifactClient();
+  if (!name) {
+    await downloadMatching(client, core.getInput("pattern"), core.getBooleanInput("merge-multiple"), target);
+    return;
+  }
   const { artifact } = await client.getArtifact(name);
   core.info(`Found the artifact '${name}' (id ${artifact.id}, ${artifact.size} bytes)`);
   const result = await client.downloadArtifact(artifact.id, { path: target, expectedHash: artifact.digest });
   if (result.digestMismatch) throw new Error(`the artifact '${name}' does not match its digest`);
   core.info(`Downloaded the artifact '${name}' to ${target}`);
+  core.setOutput("download-path", target);
+}
+
+function globToRegExp(glob) {
+  const escaped = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${escaped}$`);
+}
+
+async function downloadMatching(client, pattern, mergeMultiple, target) {
+  const wanted = globToRegExp(pattern || "*");
+  const { artifacts } = await client.listArtifacts({ latest: true });
+  const matching = artifacts.filter((artifact) => wanted.test(artifact.name));
+  core.info(`Found ${matching.length} artifact(s) matching '${pattern || "*"}'`);
+  for (const artifact of matching) {
+    const into = mergeMultiple ? target : path.join(target, artifact.name);
+    const result = await client.downloadArtifact(artifact.id, { path: into, expectedHash: artifact.digest });
+    if (result.digestMismatch) throw new Error(`the artifact '${artifact.name}' does not match its digest`);
+    core.info(`Downloaded the artifact '${artifact.name}' to ${into}`);
+  }
   core.setOutput("download-path", target);
 }
 
