@@ -15,7 +15,7 @@ from pathlib import Path
 
 from buildonce.github.context import Context, load_context
 from buildonce.github.workflow import Console, Inputs, RunnerFiles
-from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, PLAN_INPUTS, VERIFY_INPUTS
+from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, PLAN_INPUTS, PRUNE_INPUTS, VERIFY_INPUTS
 
 
 @dataclass
@@ -87,6 +87,12 @@ COMMANDS: dict[str, Command] = {
             "check that an image was built from a given commit",
             VERIFY_INPUTS,
             "buildonce.commands.verify:run",
+        ),
+        Command(
+            "prune",
+            "remove the transient images buildonce pushed (a dry run unless apply)",
+            PRUNE_INPUTS,
+            "buildonce.commands.prune:run",
         ),
     )
 }
