@@ -370,8 +370,8 @@ def run(call: Invocation) -> None:
             try:
                 snapshot = Reader(registry, policy, image, rules).read()
             except FatalError as failure:
+                # Reported once, with every other repository's failure, when the run ends.
                 result.failure = f"nothing in {image} was deleted: a manifest could not be read ({failure})"
-                console.error(result.failure, title="Prune")
                 continue
             result.plan = plan_prune(snapshot, rules)
             if not options.apply:
