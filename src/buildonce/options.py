@@ -535,6 +535,7 @@ PRUNE_INPUTS: dict[str, str] = {
     "sha-length": "7",
     "label-namespace": DEFAULT_NAMESPACE,
     "default-branch": "",
+    "backend": "auto",
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
 }
@@ -553,6 +554,13 @@ def _duration(inputs: Inputs, defaults: dict[str, str], name: str) -> timedelta:
     return timedelta(seconds=int(found["number"]) * _UNITS[found["unit"]])
 
 
+class Backend(enum.Enum):
+    AUTO = "auto"
+    """The GitHub Packages API for ghcr.io images, the OCI distribution API for every other registry."""
+    OCI = "oci"
+    GHCR = "ghcr"
+
+
 @dataclass(frozen=True)
 class PruneOptions:
     images: tuple[ImageName, ...]
@@ -568,6 +576,7 @@ class PruneOptions:
     policy: TagPolicy
     label_namespace: str
     default_branch: str
+    backend: Backend
     retry: RetryOptions
     login: Login | None
 
@@ -598,6 +607,7 @@ def prune_options(inputs: Inputs) -> PruneOptions:
         policy=tag_policy(inputs, defaults),
         label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
         default_branch=inputs.get("default-branch"),
+        backend=_choice(inputs, defaults, "backend", Backend),
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
     )
