@@ -6,24 +6,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import oci_push
 import pytest
 import registry_api
-from action_run import Run, run_on_fixture
 from build_contexts import scratch_context, unique
-from events import payload
 from faultproxy import FaultProxy, Status
+from prune_images import DAY, HOUR, build_pr, build_push, planned, prune, with_action
 from registry_server import SESSION_ADDRESSES, RegistryServer
-
-FAST_RETRY = {"retry-wait-seconds": "0.1", "timeout-minutes": "2"}
-HOUR = 3600
-DAY = 24 * HOUR
 
 
 @pytest.fixture(scope="module")
@@ -31,63 +24,6 @@ def prune_registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> It
     """A registry of its own: the test stops it for the garbage collection."""
     with RegistryServer(tmp_path_factory.mktemp("prune-registry")) as server:
         yield server
-
-
-def _epoch(age: float) -> str:
-    return str(int(time.time() - age))
-
-
-def build_pr(workdir: Path, image: str, number: int, head: str, age: float, platforms: str = "") -> Run:
-    data = payload("pull-request")
-    data["number"] = number
-    data["pull_request"]["number"] = number
-    data["pull_request"]["head"]["sha"] = head
-    inputs = {
-        "images": image,
-        "artifact": "false",
-        "build-args": f"SOURCE_DATE_EPOCH={_epoch(age)}",
-        "platforms": platforms,
-        **FAST_RETRY,
-    }
-    scratch_context(workdir, f"pr {number} {head}")
-    return _checked(run_on_fixture("build", workdir, "pull-request", inputs, data=data))
-
-
-def build_push(workdir: Path, image: str, branch: str, sha: str, age: float, platforms: str = "") -> Run:
-    fixture = "push-default" if branch == "main" else "push-branch"
-    data = payload(fixture)
-    data["ref"] = f"refs/heads/{branch}"
-    data["after"] = sha
-    data["head_commit"]["id"] = sha
-    inputs = {
-        "images": image,
-        "artifact": "false",
-        "build-args": f"SOURCE_DATE_EPOCH={_epoch(age)}",
-        "platforms": platforms,
-        **FAST_RETRY,
-    }
-    scratch_context(workdir, f"{branch} {sha}")
-    env = {"GITHUB_SHA": sha, "GITHUB_REF": f"refs/heads/{branch}"}
-    return _checked(run_on_fixture("build", workdir, fixture, inputs, env=env, data=data))
-
-
-def _checked(run: Run) -> Run:
-    assert run.code == 0, run.log
-    return run
-
-
-def prune(workdir: Path, image: str, **inputs: str) -> Run:
-    workdir.mkdir(parents=True, exist_ok=True)
-    given = {"images": image, **FAST_RETRY, **inputs}
-    return run_on_fixture("prune", workdir, "schedule", given)
-
-
-def planned(run: Run) -> dict[str, dict[str, Any]]:
-    return {entry["digest"]: entry for entry in json.loads(run.outputs["plan"])}
-
-
-def with_action(run: Run, action: str) -> set[str]:
-    return {digest for digest, entry in planned(run).items() if entry["action"] == action}
 
 
 def below(address: str, repository: str, digest: str) -> set[str]:
@@ -109,7 +45,7 @@ def every_blob_answers(address: str, repository: str, reference: str) -> None:
     for body in manifests:
         for blob in [body.get("config"), *body.get("layers", [])]:
             if blob:
-                status, _, _ = registry_api._request(f"http://{address}/v2/{repository}/blobs/{blob['digest']}")
+                status = registry_api.blob_status(address, repository, blob["digest"])
                 assert status == 200, f"{reference}: blob {blob['digest']} -> {status}"
 
 

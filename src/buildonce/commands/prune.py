@@ -13,15 +13,18 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
+from buildonce.docker.config import ConfigError, docker_config_dir, normalize_registry, stored_credentials
 from buildonce.errors import FatalError, InputError, RegistryError, VerificationError
+from buildonce.github.packages import DEFAULT_API, Package, PackagesAPI
 from buildonce.labels import Keys, rfc3339
 from buildonce.oci import OCI_INDEX, Manifest, json_object, select_manifest
-from buildonce.options import PruneOptions, prune_options
+from buildonce.options import Backend, PruneOptions, prune_options
 from buildonce.references import ImageName
 from buildonce.retention import (
     Action,
@@ -289,7 +292,9 @@ def sweep(
     policy: RetryPolicy,
     result: RepositoryResult,
     budget: int,
+    *,
     now: Callable[[], datetime],
+    delete: Callable[[str], bool],
 ) -> int:
     """Make the plan's changes, group by group, while the budget lasts; returns the budget left."""
     if result.plan is None:
@@ -301,23 +306,47 @@ def sweep(
             return budget
         for step in group:
             if step.tag:
-                _untag(registry, policy, image, step.tag, throwaway(step.tag, now()))
+                _untag(registry, policy, image, step.tag, marker=throwaway(step.tag, now()), delete=delete)
                 result.untagged.append(step.tag)
             else:
-                _delete(registry, policy, image, step.digest)
+                # A 404 is done: a run cut short, or another clean-up, got there first.
+                policy.call(lambda: delete(step.digest), f"delete {image}@{step.digest}")  # noqa: B023 - called at once
                 result.deleted.append(step.digest)
             budget -= 1
     return budget
 
 
-def _untag(registry: PruneRegistryAPI, policy: RetryPolicy, image: ImageName, tag: str, marker: Manifest) -> None:
+def _untag(
+    registry: PruneRegistryAPI,
+    policy: RetryPolicy,
+    image: ImageName,
+    tag: str,
+    *,
+    marker: Manifest,
+    delete: Callable[[str], bool],
+) -> None:
     policy.call(lambda: registry.put_manifest(image, tag, marker), f"untag {image}:{tag}")
-    policy.call(lambda: registry.delete_manifest(image, marker.digest), f"untag {image}:{tag}")
+    policy.call(lambda: delete(marker.digest), f"untag {image}:{tag}")
 
 
-def _delete(registry: PruneRegistryAPI, policy: RetryPolicy, image: ImageName, digest: str) -> None:
-    # A 404 is done: a run cut short, or another clean-up, got there first.
-    policy.call(lambda: registry.delete_manifest(image, digest), f"delete {image}@{digest}")
+class VersionDeleter:
+    """Deletes manifests of a ghcr.io image as GitHub package versions, found by digest."""
+
+    def __init__(self, api: PackagesAPI, image: ImageName) -> None:
+        self._api = api
+        self._package = Package.of(image)
+        self._ids: dict[str, int] | None = None
+
+    def delete(self, digest: str) -> bool:
+        if self._ids is None or digest not in self._ids:
+            # A version made since the listing (an untag's marker) is found by listing again.
+            self._ids = {version.digest: version.id for version in self._api.versions(self._package)}
+        version = self._ids.get(digest)
+        if version is None:
+            return False  # gone already: done
+        done = self._api.delete_version(self._package, version)
+        self._ids.pop(digest, None)
+        return done
 
 
 def _exists(registry: PruneRegistryAPI, policy: RetryPolicy, image: ImageName, reference: str) -> str | None:
@@ -352,6 +381,39 @@ def verify(registry: PruneRegistryAPI, policy: RetryPolicy, result: RepositoryRe
 
 # --- the command ----------------------------------------------------------------------------------------------
 
+GHCR = "ghcr.io"
+
+
+def uses_packages_api(backend: Backend, image: ImageName) -> bool:
+    if backend is Backend.AUTO:
+        return normalize_registry(image.registry) == GHCR
+    return backend is Backend.GHCR
+
+
+def packages_api(options: PruneOptions, env: Mapping[str, str], timeout: float) -> PackagesAPI:
+    """The Packages API with the login's password as its token (GITHUB_TOKEN, or a token with delete:packages),
+    else the Docker config's for ghcr.io."""
+    token = options.login.password if options.login else ""
+    if not token:
+        try:
+            stored = stored_credentials(docker_config_dir(env), GHCR)
+        except ConfigError:
+            stored = None
+        token = stored.password if stored else ""
+    if not token:
+        raise InputError(
+            "input 'password' is empty, and deleting from ghcr.io goes through the GitHub Packages API, which needs "
+            "a token: give password: ${{ secrets.GITHUB_TOKEN }} (with the Admin role on the package) or a token "
+            "with delete:packages."
+        )
+    pace = env.get("BUILDONCE_API_PACE_SECONDS", "")
+    return PackagesAPI(
+        token,
+        api_url=env.get("GITHUB_API_URL") or DEFAULT_API,
+        timeout=timeout,
+        pace_seconds=float(pace) if pace.replace(".", "", 1).isdigit() else 1.0,
+    )
+
 
 def run(call: Invocation) -> None:
     """Plan (and with apply, make) the clean-up of every image named."""
@@ -362,6 +424,7 @@ def run(call: Invocation) -> None:
     registry = open_registry(options.login, call.env, policy)
     budget = options.max_deletes
     results: list[RepositoryResult] = []
+    api: PackagesAPI | None = None
     try:
         for image in options.images:
             result = RepositoryResult(image)
@@ -377,10 +440,16 @@ def run(call: Invocation) -> None:
             if not options.apply:
                 result.remaining = result.plan.changes
                 continue
-            budget = sweep(registry, policy, result, budget, lambda: datetime.now(timezone.utc))
+            delete: Callable[[str], bool] = partial(registry.delete_manifest, image)
+            if uses_packages_api(options.backend, image):
+                api = api or packages_api(options, call.env, policy.timeout_seconds)
+                delete = VersionDeleter(api, image).delete
+            budget = sweep(registry, policy, result, budget, now=lambda: datetime.now(timezone.utc), delete=delete)
             verify(registry, policy, result, snapshot)
     finally:
         registry.close()
+        if api is not None:
+            api.close()
     outputs = prune_outputs(results, applied=options.apply)
     call.finish(outputs, summary(results, applied=options.apply))
     for result in results:
