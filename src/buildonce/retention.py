@@ -294,6 +294,7 @@ class _Sweep:
     marked: set[str]
     attachments: Mapping[str, str]
     tags_of: dict[str, list[str]]
+    referrers: Mapping[str, set[str]] = field(default_factory=dict)
     decisions: dict[str, Decision] = field(default_factory=dict)
     groups: list[tuple[Step, ...]] = field(default_factory=list)
     deleted: set[str] = field(default_factory=set)
@@ -310,7 +311,7 @@ class _Sweep:
             rule=rule,
             snapshot=self.snapshot,
             marked=self.marked,
-            attachments=self.attachments,
+            referrers=self.referrers,
             deleted=self.deleted,
         )
         self.groups.append(group)
@@ -327,7 +328,7 @@ def plan_prune(snapshot: Snapshot, rules: Rules) -> Plan:
     tags_of: dict[str, list[str]] = {}
     for tag, digest in snapshot.tags.items():
         tags_of.setdefault(digest, []).append(tag)
-    sweep = _Sweep(snapshot, marked, found.attachments, tags_of)
+    sweep = _Sweep(snapshot, marked, found.attachments, tags_of, _referrers_of(snapshot, found.attachments))
     removed = [tag for tag, (kept, _) in found.tag_rule.items() if not kept]
     for tag in sorted(removed, key=lambda item: (snapshot.tags[item], item)):
         digest = snapshot.tags[tag]
@@ -431,7 +432,7 @@ def _delete_group(
     rule: str,
     snapshot: Snapshot,
     marked: set[str],
-    attachments: Mapping[str, str],
+    referrers: Mapping[str, set[str]],
     deleted: set[str],
 ) -> tuple[Step, ...]:
     """``top``, then every unmarked manifest below it, then every unmarked referrer of those: in that order."""
@@ -447,7 +448,6 @@ def _delete_group(
         below.append(digest)
         stack.extend(reversed(_node(snapshot, digest).children))
     steps += [Step(digest, "", f"child of {top[:19]}") for digest in below]
-    referrers = _referrers_of(snapshot, attachments)
     queue = [top, *below]
     position = 0
     while position < len(queue):  # bounded: each digest enters the queue once
