@@ -437,6 +437,7 @@ def run(call: Invocation) -> None:
                 result.failure = f"nothing in {image} was deleted: a manifest could not be read ({failure})"
                 continue
             result.plan = plan_prune(snapshot, rules)
+            console.info(describe_plan(image, snapshot, result.plan))
             if not options.apply:
                 result.remaining = result.plan.changes
                 continue
@@ -459,9 +460,21 @@ def run(call: Invocation) -> None:
                 "left for the next run.",
                 title="Prune",
             )
+    planned = sum(result.plan.changes for result in results if result.plan)
+    if not options.apply and planned:
+        console.notice(f"Dry run (apply is false): {planned} changes planned, none made.", title="Prune")
     failed = [result for result in results if result.failure]
     if failed:
         raise RegistryError("; ".join(result.failure for result in failed))
+
+
+def describe_plan(image: ImageName, snapshot: Snapshot, plan: Plan) -> str:
+    counts = {action: sum(1 for d in plan.decisions if d.action is action) for action in Action}
+    return (
+        f"{image}: {len(snapshot.tags)} tags, {len(snapshot.nodes)} manifests read; plan: delete "
+        f"{counts[Action.DELETE]}, untag {counts[Action.UNTAG]}, keep {counts[Action.KEEP]} digests "
+        f"({len(plan.skipped)} tags kept unconfirmed)"
+    )
 
 
 def prune_outputs(results: list[RepositoryResult], *, applied: bool) -> dict[str, str]:
