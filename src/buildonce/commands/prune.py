@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from buildonce.retry import RetryPolicy
 
 READERS = 8
-"""Manifests read at once: a repository of thousands of tags is read in seconds, not minutes."""
+"""Manifests read at once: a repository of thousands of tags is read in seconds, not minutes. At most the
+registry client's connection pool (10 a host), or connections are opened and thrown away."""
 T = TypeVar("T")
 
 
