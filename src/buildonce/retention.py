@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from buildonce.labels import CREATED, REVISION, Keys
-from buildonce.tags import TagPolicy, name_sha_tag, named_commit, parse_semver
+from buildonce.tags import TagPolicy, immutable_name, name_sha_tag, named_commit, parse_semver
 
 COSIGN_TAG = re.compile(r"sha256-(?P<hex>[0-9a-f]{64})(?:\.(?:sig|att|sbom))?")
 """cosign's legacy ``.sig``/``.att``/``.sbom`` tags and the OCI referrers fallback tag, named after a digest."""
@@ -177,7 +177,7 @@ def is_protected(tag: str, rules: Rules) -> bool:
         return True
     if parse_semver(tag) is not None or parse_semver(bare) is not None or re.fullmatch(r"v?[0-9]+(\.[0-9]+)?", bare):
         return True
-    if named_commit(tag, policy) is not None and bare.rpartition("-")[0] == "sha":
+    if immutable_name(tag, policy) == "sha":
         return True
     return any(fnmatch.fnmatchcase(tag, pattern) for pattern in rules.protect)
 
@@ -188,15 +188,19 @@ def attachment_target(tag: str) -> str | None:
     return f"sha256:{found['hex']}" if found else None
 
 
+def needs_labels(tag: str, policy: TagPolicy) -> bool:
+    """Whether a tag has the shape of a pull request's or a branch's immutable tag: only such a tag is
+    classified by its image's labels."""
+    return immutable_name(tag, policy) not in (None, "sha")
+
+
 def confirm(tag: str, labels: Mapping[str, str] | None, rules: Rules) -> tuple[Stream | None, str]:
     """The stream a PR- or branch-shaped tag belongs to when its image's labels confirm it, else why not.
 
     ``(None, "")`` means the tag does not have the shape of a transient tag at all."""
-    policy = rules.policy
-    sha = named_commit(tag, policy)
-    name = tag[len(policy.prefix) : len(tag) - len(policy.suffix)].rpartition("-")[0]
-    if sha is None or name == "sha":
+    if not needs_labels(tag, rules.policy):
         return None, ""
+    sha, name = str(named_commit(tag, rules.policy)), str(immutable_name(tag, rules.policy))
     if labels is None:
         return None, "its image's labels could not be read"
     revision = labels.get(REVISION, "")

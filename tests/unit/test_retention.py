@@ -248,3 +248,18 @@ def test_the_untag_marker_is_unique_per_tag_and_moment() -> None:
     assert first.digest != second.digest
     assert first.digest != throwaway("a", NOW + timedelta(seconds=1)).digest
     assert first.json()["manifests"] == []
+
+
+def test_the_name_part_of_an_immutable_tag_comes_from_the_tag_grammar() -> None:
+    from buildonce.retention import needs_labels
+    from buildonce.tags import immutable_name
+
+    policy = TagPolicy(prefix="app-", suffix="-x")
+    assert immutable_name("app-pr-12-abc1234-x", policy) == "pr-12"
+    assert immutable_name("app-feature-login-abc1234-x", policy) == "feature-login"
+    assert immutable_name("app-sha-abc1234-x", policy) == "sha"
+    assert immutable_name("pr-12-abc1234", policy) is None
+    assert immutable_name("app-pr-12-abc123-x", policy) is None  # six hex digits: not this sha-length
+    assert needs_labels("app-pr-12-abc1234-x", policy)
+    assert not needs_labels("app-sha-abc1234-x", policy)
+    assert not needs_labels("latest", policy)

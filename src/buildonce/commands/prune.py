@@ -32,10 +32,10 @@ from buildonce.retention import (
     Plan,
     Rules,
     Snapshot,
+    needs_labels,
     plan_json,
     plan_prune,
 )
-from buildonce.tags import named_commit
 
 if TYPE_CHECKING:
     from buildonce.commands.seams import PruneRegistryAPI
@@ -155,15 +155,6 @@ def _labels_from_config(raw: bytes) -> dict[str, str]:
     return {str(key): str(value) for key, value in found.items()} if isinstance(found, dict) else {}
 
 
-def _needs_labels(tag: str, rules: Rules) -> bool:
-    """Only a tag shaped like a pull request's or a branch's immutable tag is classified by its labels."""
-    sha = named_commit(tag, rules.policy)
-    if sha is None:
-        return False
-    name = tag[len(rules.policy.prefix) : len(tag) - len(rules.policy.suffix)].rpartition("-")[0]
-    return name != "sha"
-
-
 @dataclass
 class Reader:
     """Reads one repository into a ``Snapshot``; every read goes through the retry policy."""
@@ -243,7 +234,7 @@ class Reader:
     def _labels(self, tags: Mapping[str, str], nodes: Mapping[str, Node]) -> dict[str, dict[str, str]]:
         """The labels of every image a pull-request- or branch-shaped tag names: the image's config, or for an
         index the config of its first image (the labels are the same on every platform)."""
-        wanted = sorted({digest for tag, digest in tags.items() if _needs_labels(tag, self.rules)})
+        wanted = sorted({digest for tag, digest in tags.items() if needs_labels(tag, self.rules.policy)})
         configs: dict[str, str] = {}
         for digest in wanted:
             body = json_object(self.manifests[digest].raw)
