@@ -5,7 +5,10 @@ deletes enabled, and the engine pulling what is kept."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,10 @@ from pathlib import Path
 import oci_push
 import pytest
 import registry_api
+import yaml
+from action_run import runner_setup
 from build_contexts import scratch_context, unique
+from events import payload
 from faultproxy import FaultProxy, Status
 from prune_images import DAY, HOUR, build_pr, build_push, planned, prune, with_action
 from registry_server import SESSION_ADDRESSES, RegistryServer
@@ -241,3 +247,37 @@ def test_max_deletes_stops_between_images_and_the_next_run_continues(proxy: Faul
     for digest in (old, second.outputs["digest"]):
         assert registry_api.digest_of(proxy.address, repository, digest) is None
     assert sorted(registry_api.tags(proxy.address, repository)) == ["latest", "sha-0b0b0b0"]
+
+
+def test_the_action_step_runs_prune_as_the_runner_does_without_docker(
+    prune_registry: RegistryServer, tmp_path: Path
+) -> None:
+    """prune/action.yml's step, its env as the runner fills it from the defaults, on a PATH with no docker."""
+    root = Path(__file__).resolve().parents[2]
+    action = yaml.safe_load((root / "prune" / "action.yml").read_text())
+    step = next(step for step in action["runs"]["steps"] if step.get("id") == "prune")
+    repository = unique("prune-step")
+    old = build_pr(tmp_path / "old", f"{prune_registry.address}/{repository}", 3, "3a" * 20, 3 * DAY)
+    inputs = {name: spec["default"] for name, spec in action["inputs"].items()}
+    inputs |= {"images": f"{prune_registry.address}/{repository}", "closed-prs": "3", "apply": "true"}
+    env = {
+        key: re.sub(r"\$\{\{ inputs\.([a-z-]+) \}\}", lambda found: inputs[found[1]], str(value))
+        for key, value in step["env"].items()
+    }
+    env["BUILDONCE_PYTHON"] = sys.executable
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "bash").symlink_to(shutil.which("bash") or "/bin/bash")
+    setup = runner_setup(
+        tmp_path / "step", event_name="schedule", payload=payload("schedule"), env={**env, "PATH": str(bare)}, inputs={}
+    )
+    script = root / "action" / "prune.sh"
+    result = subprocess.run(
+        [str(bare / "bash"), str(script)], env=setup.env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = setup.outputs()
+    assert outputs["applied"] == "true"
+    assert f"{repository}@{old.outputs['digest']}" in outputs["deleted"]
+    assert registry_api.tags(prune_registry.address, repository) == []
+    assert set(outputs) == set(action["outputs"])
