@@ -298,6 +298,14 @@ def named_commit(tag: str, policy: TagPolicy) -> str | None:
     return sha
 
 
+def immutable_name(tag: str, policy: TagPolicy) -> str | None:
+    """The name part of a tag of the shape of this policy's immutable tags: ``sha``, ``pr-<number>`` or a
+    sanitized branch name; None for a tag of any other shape."""
+    if named_commit(tag, policy) is None:
+        return None
+    return tag[len(policy.prefix) : len(tag) - len(policy.suffix)].rpartition("-")[0]
+
+
 def immutable_shape(tag: str, policy: TagPolicy) -> str:
     """How an immutable-shaped tag reads, for an error message: ``sha-<commit>``, ``pr-<number>-<commit>``
     or ``<branch>-<commit>``."""

@@ -79,3 +79,15 @@ def platforms(address: str, repository: str, reference: str) -> list[str]:
         for entry in top.get("manifests", [])
         if (entry.get("platform") or {}).get("os") not in (None, "unknown")
     )
+
+
+def blob_status(address: str, repository: str, digest: str) -> int:
+    """The status a GET of the blob answers with."""
+    status, _, _ = _request(f"http://{address}/v2/{repository}/blobs/{digest}")
+    return status
+
+
+def delete_manifest(address: str, repository: str, digest: str) -> int:
+    """DELETE a manifest by digest, as another tool would; the status the registry answers with."""
+    status, _, _ = _request(f"http://{address}/v2/{repository}/manifests/{digest}", method="DELETE")
+    return status

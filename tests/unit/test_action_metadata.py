@@ -22,10 +22,18 @@ from events import payload, runner_env
 from buildonce.commands.consume import Consumed
 from buildonce.commands.leg import LegReport
 from buildonce.commands.merge import MergeReport
+from buildonce.commands.prune import prune_outputs
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Inputs
 from buildonce.legs import Leg
-from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, MERGE_INPUTS, PLAN_COMMAND_INPUTS, plan_options
+from buildonce.options import (
+    BUILD_INPUTS,
+    CONSUME_INPUTS,
+    MERGE_INPUTS,
+    PLAN_COMMAND_INPUTS,
+    PRUNE_INPUTS,
+    plan_options,
+)
 from buildonce.plan import Plan, make_plan
 from buildonce.report import BuildReport
 
@@ -35,6 +43,7 @@ ACTIONS = {
     "consume": ROOT / "consume" / "action.yml",
     "merge": ROOT / "merge" / "action.yml",
     "plan": ROOT / "plan" / "action.yml",
+    "prune": ROOT / "prune" / "action.yml",
 }
 WORKFLOWS = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
 README = ROOT / "README.md"
@@ -44,14 +53,33 @@ ACTION_ONLY_INPUTS = {
     "consume": {"artifact-name": "", "run-id": "", "github-token": ""},
     "merge": {},
     "plan": {},
+    "prune": {},
 }
 # Options the action sets itself and does not offer as inputs. defer-artifact: consume/action.yml sets it
 # when there is an artifact to download, so that the registry step leaves the image to the download instead
 # of failing. A caller setting it without an artifact-name would get a step that passes with no image.
-SET_BY_THE_ACTION: dict[str, set[str]] = {"build": set(), "consume": {"defer-artifact"}, "merge": set(), "plan": set()}
-OPTIONS = {"build": BUILD_INPUTS, "consume": CONSUME_INPUTS, "merge": MERGE_INPUTS, "plan": PLAN_COMMAND_INPUTS}
+SET_BY_THE_ACTION: dict[str, set[str]] = {
+    "build": set(),
+    "consume": {"defer-artifact"},
+    "merge": set(),
+    "plan": set(),
+    "prune": set(),
+}
+OPTIONS = {
+    "build": BUILD_INPUTS,
+    "consume": CONSUME_INPUTS,
+    "merge": MERGE_INPUTS,
+    "plan": PLAN_COMMAND_INPUTS,
+    "prune": PRUNE_INPUTS,
+}
 # The steps that run buildonce in each action: consume asks the registry, then (only if it must) the artifact.
-RUNS_BUILDONCE = {"build": ("build",), "consume": ("registry", "artifact"), "merge": ("merge",), "plan": ("plan",)}
+RUNS_BUILDONCE = {
+    "build": ("build",),
+    "consume": ("registry", "artifact"),
+    "merge": ("merge",),
+    "plan": ("plan",),
+    "prune": ("prune",),
+}
 # Where a step hands buildonce something other than the input of the same name: action/consume.sh passes it
 # as an --input flag, which wins over any INPUT_* variable (act sets a composite's own inputs in its steps).
 SET_BY_SCRIPT = {
@@ -62,7 +90,7 @@ CONSUME_SCRIPT = ROOT / "action" / "consume.sh"
 # The condition of consume's download and artifact steps: the registry step left the image to the artifact,
 # or was skipped because source is artifact and there is an artifact-name to download.
 NEEDS_ARTIFACT = "steps.registry.outputs.need-artifact == 'true' || steps.registry.outcome == 'skipped'"
-OWN_ACTIONS = re.compile(r"^buildonce/buildonce(/consume|/merge|/plan)?@v1$")
+OWN_ACTIONS = re.compile(r"^buildonce/buildonce(/consume|/merge|/plan|/prune)?@v1$")
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
 EXPRESSION = re.compile(r"^\$\{\{ (?P<body>.+?) \}\}$")
 
@@ -171,7 +199,7 @@ def test_actions_pass_actionlint_when_used_with_every_input(tmp_path: Path) -> N
         target = tmp_path / ("." if kind == "build" else kind)
         target.mkdir(exist_ok=True)
         shutil.copy(path, target / "action.yml")
-    uses = {"build": "./", "consume": "./consume", "merge": "./merge", "plan": "./plan"}
+    uses = {"build": "./", "consume": "./consume", "merge": "./merge", "plan": "./plan", "prune": "./prune"}
     steps = [{"uses": uses[kind], "with": dict.fromkeys(load(path)["inputs"], "x")} for kind, path in ACTIONS.items()]
     workflow = {"on": "push", "jobs": {"use": {"runs-on": "ubuntu-latest", "steps": steps}}}
     (tmp_path / ".github" / "workflows").mkdir(parents=True)
@@ -311,6 +339,10 @@ def consume_step_outputs() -> set[str]:
     return set(Consumed(image="", digest="", source="", tag="").outputs())
 
 
+def prune_step_outputs() -> set[str]:
+    return set(prune_outputs([], applied=False))
+
+
 @pytest.mark.parametrize("kind", sorted(ACTIONS))
 def test_every_output_maps_to_an_output_of_the_buildonce_steps(kind: str) -> None:
     action = load(ACTIONS[kind])
@@ -319,6 +351,7 @@ def test_every_output_maps_to_an_output_of_the_buildonce_steps(kind: str) -> Non
         "consume": consume_step_outputs,
         "merge": merge_step_outputs,
         "plan": plan_step_outputs,
+        "prune": prune_step_outputs,
     }[kind]()
     # The last step that ran wins: the registry step writes these empty when it leaves the image to the artifact.
     step_ids = RUNS_BUILDONCE[kind][::-1]

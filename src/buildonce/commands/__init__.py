@@ -15,7 +15,14 @@ from pathlib import Path
 
 from buildonce.github.context import Context, load_context
 from buildonce.github.workflow import Console, Inputs, RunnerFiles
-from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, MERGE_INPUTS, PLAN_COMMAND_INPUTS, VERIFY_INPUTS
+from buildonce.options import (
+    BUILD_INPUTS,
+    CONSUME_INPUTS,
+    MERGE_INPUTS,
+    PLAN_COMMAND_INPUTS,
+    PRUNE_INPUTS,
+    VERIFY_INPUTS,
+)
 
 
 @dataclass
@@ -96,6 +103,12 @@ COMMANDS: dict[str, Command] = {
             "publish the legs' per-platform images as one index, by digest",
             MERGE_INPUTS,
             "buildonce.commands.merge:run",
+        ),
+        Command(
+            "prune",
+            "remove the transient images buildonce pushed (a dry run unless apply)",
+            PRUNE_INPUTS,
+            "buildonce.commands.prune:run",
         ),
     )
 }

@@ -55,6 +55,9 @@ from buildonce.registry.http import error_codes, parse_retry_after, registry_sai
 SMALL_BLOB = 1 << 20
 """Blobs up to this size are read into memory and sent in one PUT; larger ones are streamed from the file."""
 
+MAX_TAG_PAGES = 10_000
+"""A bound on the pages of a tag list: a registry that links back to a page cannot loop a run forever."""
+
 _DIGEST_ANY = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _OPENSSL_REASON = re.compile(r"\[SSL(?:: [A-Z0-9_]+)?\] ([^(]+?)\s*\(_ssl")
@@ -241,6 +244,53 @@ class Registry:
         found = settings.get("Labels") if isinstance(settings, dict) else None
         return {str(key): str(value) for key, value in found.items()} if isinstance(found, dict) else {}
 
+    @_operation
+    def list_tags(self, image: ImageName, page_size: int = 1000) -> list[str]:
+        """Every tag of the repository, following the ``Link`` header page by page; empty when it does not
+        exist."""
+        what = f"list the tags of {image}"
+        url = f"/v2/{image.repository}/tags/list?" + urlencode({"n": str(page_size)})
+        found: list[str] = []
+        for _ in range(MAX_TAG_PAGES):
+            response = self._send("GET", image.registry, url, (scope(image, "pull"),), what)
+            if response.status_code == 404:
+                return found
+            if response.status_code != 200:
+                raise self._http_error(response, what, image, "pull")
+            tags = json_object(response.content).get("tags")
+            found += [tag for tag in tags or [] if isinstance(tag, str)] if isinstance(tags, list) else []
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return list(dict.fromkeys(found))
+            url = urljoin(response.url, following)
+            if not self._ours(url, image.registry):
+                raise self._error(
+                    f"{what}: {image.registry} sent the next page to another host ({_without_query(url)})."
+                )
+        raise self._error(f"{what}: {image.registry} sent more than {MAX_TAG_PAGES} pages of tags.")
+
+    @_operation
+    def referrers(self, image: ImageName, digest: str) -> list[dict[str, Any]] | None:
+        """The descriptors the OCI referrers API lists for ``digest``; None when the registry does not offer
+        the API (it answers 404 or 405 without an image index)."""
+        what = f"list the referrers of {describe(image, digest)}"
+        accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+        response = self._lookup("GET", image, f"/referrers/{digest}", what, accept)
+        if response.status_code in (400, 404, 405):
+            return None
+        if response.status_code != 200:
+            raise self._http_error(response, what, image, "pull")
+        body = json_object(response.content)
+        entries = body.get("manifests")
+        if not isinstance(entries, list):
+            return None
+        return [entry for entry in entries if isinstance(entry, dict) and isinstance(entry.get("digest"), str)]
+
+    @_operation
+    def read_blob(self, image: ImageName, digest: str) -> bytes:
+        """A blob's bytes (a config, say), checked against its digest."""
+        return self._get_blob(image, digest, digest)
+
     # --- writes ---------------------------------------------------------------------------------------------
     @_operation
     def put_manifest(self, image: ImageName, tag: str, manifest: Manifest) -> str:
@@ -259,6 +309,27 @@ class Registry:
             raise self._http_error(response, what, image, "push")
         digest = response.headers.get("Docker-Content-Digest", "")
         return digest if _DIGEST_ANY.fullmatch(digest) else manifest.digest
+
+    @_operation
+    def delete_manifest(self, image: ImageName, reference: str) -> bool:
+        """DELETE a manifest by digest (or a tag, where the registry allows it); False when it was already
+        gone (404), which counts as done."""
+        what = f"delete {describe(image, reference)}"
+        path = f"/v2/{image.repository}/manifests/{reference}"
+        response = self._send("DELETE", image.registry, path, (scope(image, "delete"),), what)
+        if response.status_code in (200, 202, 204):
+            return True
+        if response.status_code == 404:
+            return False
+        if response.status_code == 405 or "UNSUPPORTED" in error_codes(response.content):
+            said = registry_said(response.content, response.headers.get("Content-Type", ""))
+            raise self._error(
+                f"{what}: {image.registry} does not allow deleting manifests (HTTP {response.status_code})"
+                + (f"; it said: {said}" if said else "")
+                + ". Enable deletes (Distribution: REGISTRY_STORAGE_DELETE_ENABLED=true; GHCR: use the GitHub "
+                "Packages API, backend: ghcr)."
+            )
+        raise self._http_error(response, what, image, "delete")
 
     @_operation
     def push_layout(self, layout: Path, references: Sequence[Reference]) -> str:
