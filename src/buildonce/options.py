@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from buildonce.artifact import Compression
+from buildonce.buildkey import Reuse
 from buildonce.docker.config import Login
 from buildonce.docker.spec import Secret
 from buildonce.errors import InputError
@@ -81,6 +82,7 @@ BUILD_INPUTS: dict[str, str] = {
     **LOGIN_INPUTS,
     "allow-overwrite": "false",
     "rebuild": "false",
+    "reuse": "auto",
     "push-via": "auto",
     "artifact-dir": "",
     "artifact-compression": "none",
@@ -404,6 +406,7 @@ class BuildOptions:
     push_via: PushVia
     artifact_dir: str
     compression: Compression
+    reuse: Reuse = Reuse.AUTO
 
     @property
     def source_date_epoch(self) -> int | None:
@@ -439,6 +442,7 @@ def build_options(inputs: Inputs) -> BuildOptions:
         push_via=_choice(inputs, defaults, "push-via", PushVia),
         artifact_dir=inputs.get("artifact-dir"),
         compression=_choice(inputs, defaults, "artifact-compression", Compression),
+        reuse=_choice(inputs, defaults, "reuse", Reuse),
     )
 
 
