@@ -51,8 +51,15 @@ def _git(top: Path, *args: str) -> str:
 
 
 def _object(top: Path, path: str, kind: str) -> str:
-    # "HEAD:" names the root tree; the ^{kind} suffix makes git refuse an object of another kind.
-    return _git(top, "rev-parse", "--verify", "--quiet", f"HEAD:{path}^{{{kind}}}").strip()
+    """The id of the ``kind`` (tree or blob) at ``path`` in HEAD's tree; the root tree for an empty path."""
+    if not path:
+        return _git(top, "rev-parse", "--verify", "HEAD^{tree}").strip()
+    # One entry: "<mode> <type> <id>\t<path>"; -z keeps any path as it is.
+    listed = _git(top, "ls-tree", "-z", "--full-tree", "HEAD", "--", path).split("\0")[0]
+    fields = listed.partition("\t")[0].split()
+    if len(fields) != 3 or fields[1] != kind:
+        raise _GitError(f"HEAD has no {kind} at {path!r}")
+    return fields[2]
 
 
 def _inside(path: Path, directory: Path) -> bool:
