@@ -79,7 +79,7 @@ def run(call: Invocation) -> None:
     policy = retry_policy(options.retry, console)
     reuse, options, plan, key = promote.keyed(options, plan, cwd, output.value, console)
     # Looked up before buildx starts, so that an image found by its key is never built at all.
-    by_key = bool(key) and reuse is Reuse.CONTENT and plan.push.value and not options.rebuild
+    by_key = bool(key) and reuse is Reuse.CONTENT and plan.push.value and not promote.forces_build(options)
 
     with ExitStack() as stack:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
@@ -145,8 +145,8 @@ def _finish(call: Invocation, report: BuildReport, job: BuildJob | None, options
 def _why_built(reuse: Reuse, options: BuildOptions, *, found_none: bool) -> str:
     if found_none:
         return "Built: no image with this build key was found to promote."
-    if options.rebuild:
-        return "Built: rebuild is set (or reuse: off), so no image is reused."
+    if promote.forces_build(options):
+        return "Built: rebuild, no-cache, pull or reuse: off is set, so no image is looked up by its key."
     if reuse is Reuse.COMMIT:
         return "Built: reuse is commit (the default for scheduled builds), so no image is looked up by its key."
     return "Built: nothing is pushed, so no image is looked up by its key."

@@ -107,6 +107,11 @@ def keyed(
     return reuse, options, plan, key
 
 
+def forces_build(options: BuildOptions) -> bool:
+    """Options that ask for what the key cannot promise: a build from scratch or fresh base images."""
+    return options.rebuild or options.no_cache or options.pull
+
+
 # --- looking it up ------------------------------------------------------------------------------------------
 
 
@@ -179,6 +184,8 @@ class Promoted:
     labels: dict[str, str]
     uploaded: int
     """Bytes of configs and manifests written (no layer is ever uploaded)."""
+    dropped: int = 0
+    """Attestations of the tested image left out: they describe its digests, not the promoted ones."""
 
 
 def promote_image(
@@ -195,9 +202,11 @@ def promote_image(
         return Promoted(writer.platform_image(top).digest, labels, writer.uploaded)
     body = top.json()
     entries = []
+    dropped = 0
     for entry in body.get("manifests") or []:
         if is_attestation(entry):
-            continue  # an attestation describes the tested image's digests, not the promoted ones
+            dropped += 1
+            continue
         child = policy.call(partial(registry.get_manifest, image, entry["digest"]), f"read {entry['digest']}")[0]
         if child is None:
             raise VerificationError(f"{image.with_digest(found.digest)} lists {entry['digest']}, which is missing.")
@@ -206,7 +215,8 @@ def promote_image(
     index = {**body, "manifests": entries}
     if isinstance(body.get("annotations"), dict):
         index["annotations"] = promoted_annotations(body["annotations"], planned, keys)
-    return Promoted(writer.put(Manifest.from_bytes(_dump(index), top.media_type)).digest, labels, writer.uploaded)
+    written = writer.put(Manifest.from_bytes(_dump(index), top.media_type))
+    return Promoted(written.digest, labels, writer.uploaded, dropped)
 
 
 def _dump(document: Mapping[str, Any]) -> bytes:
@@ -299,6 +309,7 @@ def without_build(job: BuildJob, key: str) -> BuildReport | None:
     report.notes.append(
         f"Promoted, not built: {found.digest}, built from {built_from or 'another commit'}, has this build's key "
         f"{key[:12]}; {promoted.uploaded} bytes of config and manifests were written, no layer."
+        + (f" Its {promoted.dropped} attestation(s) were left out." if promoted.dropped else "")
     )
     report.size = job.load_pushed(published.digest)
     report.attempts = job.policy.most_attempts
