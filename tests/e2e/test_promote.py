@@ -291,17 +291,18 @@ def test_two_pushes_of_one_key_at_once_never_put_two_digests_under_one_tag(
     tested = build(repo, "pull-request", image)
     runs: dict[str, Run] = {}
 
+    pushes = (("one", "d" * 40), ("again", "d" * 40), ("other", "e" * 40))
+    for label, _ in pushes:
+        # A checkout of its own for each run (the runner's files are in the work tree), with the same tree.
+        subprocess.run(["git", "clone", "-q", str(repo), str(tmp_path / label)], check=True, timeout=60)
+
     def push(label: str, sha: str) -> None:
         data, env = push_event(sha)
-        runs[label] = run_on_fixture(
-            "build", repo, "push-default", {"images": image, "context": "app", **FAST}, env=env, data=data
-        )
+        inputs = {"images": image, "context": "app", **FAST}
+        runs[label] = run_on_fixture("build", tmp_path / label, "push-default", inputs, env=env, data=data)
 
     # Two runs of one commit (a re-run beside the first), and a run of another commit with the same tree.
-    threads = [
-        threading.Thread(target=push, args=(label, sha))
-        for label, sha in (("one", "d" * 40), ("again", "d" * 40), ("other", "e" * 40))
-    ]
+    threads = [threading.Thread(target=push, args=push_args) for push_args in pushes]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -35,6 +35,7 @@ from buildonce.docker.buildx import (
 from buildonce.docker.buildx import (
     run_build as run_buildx,
 )
+from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import FatalError, InputError, VerificationError
 from buildonce.github.workflow import Console
 from buildonce.labels import Keys, annotations_for
@@ -87,7 +88,9 @@ def run(call: Invocation) -> None:
         early: BuildJob | None = None
         found: BuildReport | None = None
         if by_key:
-            early = prepare(call.env, options, plan, console, policy)
+            engine = EngineOnDemand(call.env)
+            registry = open_registry(options.login, call.env, policy)
+            early = prepare(call.env, options, plan, console, policy, connect=lambda: (engine, registry))
             stack.callback(early.close)
             found = promote.without_build(early, key or "")
         if found is not None:
@@ -101,7 +104,7 @@ def run(call: Invocation) -> None:
         if early is None:
             prepared = pool.submit(prepare, call.env, options, plan, console, policy)
         else:
-            prepared.set_result(early)
+            prepared = pool.submit(lambda job: (engine.connect(), job)[1], early)  # beside the build, as above
         stopper = Stopper()
         prepared.add_done_callback(lambda done: _stop_unless_needed(done, stopper, options.rebuild))
         build_env = stack.enter_context(docker_config_with_login(call.env, options.login))
