@@ -256,6 +256,30 @@ def test_uncommitted_changes_in_the_context_give_no_key(registry: RegistryServer
     assert second.outputs["build-key"] == ""
     assert built(second)
     assert any("No build key" in notice and "generated.txt" in notice for notice in second.notices())
+    assert "there is no build key" in second.summary
+
+
+@pytest.mark.parametrize(
+    ("fixture", "inputs", "why"),
+    [
+        ("schedule", {}, "reuse is commit"),
+        ("push-default", {"reuse": "off"}, "reuse: off"),
+        ("push-default", {"no-cache": "true"}, "no-cache"),
+        ("push-default", {"rebuild": "true"}, "rebuild"),
+    ],
+)
+def test_what_the_key_cannot_see_is_always_built(
+    registry: RegistryServer, tmp_path: Path, fixture: str, inputs: dict[str, str], why: str
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    image = f"{registry.address}/{unique('always')}"
+    tested = build(repo, "pull-request", image)
+    again = build(repo, fixture, image, inputs, sha="f" * 40 if fixture == "push-default" else "")
+    assert again.outputs["build-key"] == tested.outputs["build-key"]
+    assert again.outputs["promoted-from"] == ""
+    assert again.outputs["reused"] == "false"
+    assert built(again)
+    assert why in again.summary
 
 
 def test_a_multi_platform_image_is_promoted_per_platform(registry: RegistryServer, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildonce.buildkey import Reuse
 from buildonce.commands import Invocation, promote
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.publish import Existing, Publisher, TwinPushedError, commit_of, run_all
@@ -78,16 +77,15 @@ def run(call: Invocation) -> None:
     builder = find_builder(options.builder, call.env)
     output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
     policy = retry_policy(options.retry, console)
-    reuse, options, plan, key = promote.keyed(options, plan, cwd, output.value, console)
-    # Looked up before buildx starts, so that an image found by its key is never built at all.
-    by_key = bool(key) and reuse is Reuse.CONTENT and plan.push.value and not promote.forces_build(options)
+    keyed = promote.keyed(options, plan, cwd, output.value, console)
+    options, plan, key = keyed.options, keyed.plan, keyed.key
 
     with ExitStack() as stack:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
         scratch = Path(stack.enter_context(temp))
         early: BuildJob | None = None
         found: BuildReport | None = None
-        if by_key:
+        if keyed.looks_up:
             engine = EngineOnDemand(call.env)
             registry = open_registry(options.login, call.env, policy)
             early = prepare(call.env, options, plan, console, policy, connect=lambda: (engine, registry))
@@ -129,11 +127,12 @@ def run(call: Invocation) -> None:
         # A build that finished before the check is thrown away just the same: one image per commit.
         existing = None if options.rebuild else job.existing
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
+        if not report.reused:
+            report.notes.append(keyed.why_built())
         if key:
             report.build_key = key
             if report.digest and not report.reused:
                 promote.record_key(job.registry, policy, plan.images, report.digest, key)
-                report.notes.append(_why_built(reuse, options, found_none=by_key))
         _finish(call, report, job, options)
 
 
@@ -143,16 +142,6 @@ def _finish(call: Invocation, report: BuildReport, job: BuildJob | None, options
         call.console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
     call.console.info(f"digest: {report.digest or '(not pushed)'}")
     call.finish(report.outputs(), report.summary())
-
-
-def _why_built(reuse: Reuse, options: BuildOptions, *, found_none: bool) -> str:
-    if found_none:
-        return "Built: no image with this build key was found to promote."
-    if promote.forces_build(options):
-        return "Built: rebuild, no-cache, pull or reuse: off is set, so no image is looked up by its key."
-    if reuse is Reuse.COMMIT:
-        return "Built: reuse is commit (the default for scheduled builds), so no image is looked up by its key."
-    return "Built: nothing is pushed, so no image is looked up by its key."
 
 
 def prepare(

@@ -29,7 +29,7 @@ from buildonce.buildkey import (
 from buildonce.commands.publish import Existing, commit_of
 from buildonce.docker.buildx import is_remote_context
 from buildonce.errors import RegistryError, VerificationError
-from buildonce.git.worktree import ContentIds, NoIds, content_ids
+from buildonce.git.worktree import NoIds, content_ids
 from buildonce.labels import Keys, annotations_for
 from buildonce.oci import Manifest, is_attestation, json_object
 from buildonce.references import ImageName
@@ -60,18 +60,61 @@ class PromotionRegistry(Protocol):
 # --- the key ------------------------------------------------------------------------------------------------
 
 
-def key_for(options: BuildOptions, plan: Plan, cwd: Path, output: str, console: Console) -> str | None:
-    """This build's key, or None (said in a notice) when its content cannot be named by git."""
+@dataclass(frozen=True)
+class Keyed:
+    """What reuse means for this run: the mode for its event, the options it implies (off builds as rebuild
+    does), the plan with the key's label, and the key (or why there is none)."""
+
+    reuse: Reuse
+    options: BuildOptions
+    plan: Plan
+    key: str | None
+    no_key: str = ""
+
+    @property
+    def looks_up(self) -> bool:
+        """Whether to look the key up before buildx starts, so that an image found by it is never built."""
+        return (
+            bool(self.key) and self.reuse is Reuse.CONTENT and self.plan.push.value and not forces_build(self.options)
+        )
+
+    def why_built(self) -> str:
+        if not self.key:
+            return f"Built: there is no build key ({self.no_key})."
+        if self.looks_up:
+            return "Built: no image with this build key was found to promote."
+        if forces_build(self.options):
+            return "Built: rebuild, no-cache, pull or reuse: off is set, so no image is looked up by its key."
+        if self.reuse is Reuse.COMMIT:
+            return "Built: reuse is commit (the default for scheduled builds), so no image is looked up by its key."
+        return "Built: nothing is pushed, so no image is looked up by its key."
+
+
+def keyed(options: BuildOptions, plan: Plan, cwd: Path, output: str, console: Console) -> Keyed:
+    reuse = reuse_for(options.reuse, plan.subject.kind)
+    if reuse is Reuse.OFF:
+        options = replace(options, rebuild=True)
+    found = key_for(options, plan, cwd, output)
+    if isinstance(found, NoIds):
+        console.notice(f"No build key: {found.reason}. The image is built as usual.", title="buildonce")
+        return Keyed(reuse, options, plan, None, found.reason)
+    labels = {**plan.labels, Keys(options.plan.label_namespace).build_key: found}
+    return Keyed(reuse, options, replace(plan, labels=dict(sorted(labels.items()))), found)
+
+
+def forces_build(options: BuildOptions) -> bool:
+    """Options that ask for what the key cannot promise: a build from scratch or fresh base images."""
+    return options.rebuild or options.no_cache or options.pull
+
+
+def key_for(options: BuildOptions, plan: Plan, cwd: Path, output: str) -> str | NoIds:
+    """This build's key, or why git cannot name its content."""
     keys = Keys(options.plan.label_namespace)
     if is_remote_context(options.context):
-        ids: ContentIds | NoIds = NoIds(
-            f"the build context {options.context!r} is remote, so git here cannot name its content"
-        )
-    else:
-        ids = content_ids(cwd, options.context, options.file)
+        return NoIds(f"the build context {options.context!r} is remote, so git here cannot name its content")
+    ids = content_ids(cwd, options.context, options.file)
     if isinstance(ids, NoIds):
-        console.notice(f"No build key: {ids.reason}. The image is built as usual.", title="buildonce")
-        return None
+        return ids
     material = KeyMaterial(
         context_tree=ids.context_tree,
         dockerfile=ids.dockerfile,
@@ -90,26 +133,6 @@ def key_for(options: BuildOptions, plan: Plan, cwd: Path, output: str, console: 
         },
     )
     return build_key(material)
-
-
-def keyed(
-    options: BuildOptions, plan: Plan, cwd: Path, output: str, console: Console
-) -> tuple[Reuse, BuildOptions, Plan, str | None]:
-    """What reuse means for this event, the options it implies (off builds as rebuild does), and the plan
-    with the build key's label when there is a key."""
-    reuse = reuse_for(options.reuse, plan.subject.kind)
-    if reuse is Reuse.OFF:
-        options = replace(options, rebuild=True)
-    key = key_for(options, plan, cwd, output, console)
-    if key:
-        labels = {**plan.labels, Keys(options.plan.label_namespace).build_key: key}
-        plan = replace(plan, labels=dict(sorted(labels.items())))
-    return reuse, options, plan, key
-
-
-def forces_build(options: BuildOptions) -> bool:
-    """Options that ask for what the key cannot promise: a build from scratch or fresh base images."""
-    return options.rebuild or options.no_cache or options.pull
 
 
 # --- looking it up ------------------------------------------------------------------------------------------
