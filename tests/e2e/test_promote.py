@@ -339,3 +339,39 @@ def test_two_pushes_of_one_key_at_once_never_put_two_digests_under_one_tag(
     for run in runs.values():
         assert run.outputs["promoted-from"] in (tested.outputs["digest"], "")
         assert not built(run)
+
+
+def test_a_new_pull_request_head_with_the_same_tree_is_promoted_loaded_and_saved(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    name = unique("pr-head")
+    image = f"{registry.address}/{name}"
+    first = build(repo, "pull-request", image)
+    commit(repo, {"docs/README.md": "# widget\n\nReviewed.\n"})
+    data = payload("pull-request")
+    head = "def5678" + "9" * 33
+    data["pull_request"]["head"]["sha"] = head
+    data["pull_request"]["merge_commit_sha"] = "7" * 40
+    env = {"GITHUB_SHA": "7" * 40, "GITHUB_REF": "refs/pull/123/merge"}
+    inputs = {"images": image, "context": "app", **FAST}
+    second = run_on_fixture("build", repo, "pull-request", inputs, env=env, data=data)
+    assert second.code == 0, second.log
+    assert second.outputs["promoted-from"] == first.outputs["digest"]
+    assert second.outputs["immutable-tag"] == "pr-123-def5678"
+    digest = second.outputs["digest"]
+    labels = labels_of(registry.address, name, digest)
+    assert labels[f"{NAMESPACE}.pr.head-sha"] == head
+    assert labels[REVISION] == "7" * 40
+    # Pulled into the engine under the run's names, and saved as the artifact a fork-less downstream would use.
+    local = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", f"{image}:pr-123-def5678"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert local.returncode == 0, local.stderr
+    assert f'"{REVISION}":"{"7" * 40}"' in local.stdout
+    artifact = Path(second.outputs["artifact-path"])
+    assert artifact.is_file()
+    assert (artifact.parent / (artifact.name + ".sha256")).read_text().split()[0] == second.outputs["artifact-sha256"]

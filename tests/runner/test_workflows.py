@@ -43,6 +43,8 @@ from scenarios import (
     stale_tag_chain,
 )
 
+from buildonce.buildkey import key_of_tag
+
 pytestmark = pytest.mark.runner
 FIXTURES = (act, act_binary, auth_registry, base_registry, own_action, scratch, token_registry)
 """Fixtures of runner_fixtures, imported to be found here (named, so no linter takes them for unused)."""
@@ -122,7 +124,12 @@ def served(chain: Chain, tag: str) -> str | None:
 
 
 def registry_tags(chain: Chain) -> list[str]:
-    return reader(chain).tags(chain.image)
+    """The repository's tags, less the build key's lookup tags (``lookup_tags``)."""
+    return [tag for tag in reader(chain).tags(chain.image) if key_of_tag(tag) is None]
+
+
+def lookup_tags(chain: Chain) -> list[str]:
+    return [tag for tag in reader(chain).tags(chain.image) if key_of_tag(tag) is not None]
 
 
 def stored_artifact(run: ActRun, name: str) -> list[str]:
@@ -149,6 +156,9 @@ def test_pull_request_builds_once_and_every_test_job_pulls_that_digest(scenarios
     assert registry_tags(chain) == [tag]
     digest = served(chain, tag)
     assert digest is not None
+    # The checkout is a git work tree, so the image has a build key, and is found by it.
+    (lookup,) = lookup_tags(chain)
+    assert served(chain, lookup) == digest
     assert run.outputs("build") == {"artifact-name": "widget-image"}
     assert f"built and pushed `{chain.registry}/{chain.image}@{digest}`" in summary(run, "build")
     for leg in run.legs("test"):

@@ -77,7 +77,7 @@ def run(call: Invocation) -> None:
     builder = find_builder(options.builder, call.env)
     output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
     policy = retry_policy(options.retry, console)
-    keyed = promote.keyed(options, plan, cwd, output.value, console)
+    keyed = promote.keyed(options, plan, cwd, f"{output.value} ({builder.driver or 'unknown'} driver)", console)
     options, plan, key = keyed.options, keyed.plan, keyed.key
 
     with ExitStack() as stack:

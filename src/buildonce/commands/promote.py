@@ -9,6 +9,7 @@ The image found by its key is never moved or changed: its lookup tag keeps namin
 from __future__ import annotations
 
 import json
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -102,6 +103,14 @@ def keyed(options: BuildOptions, plan: Plan, cwd: Path, output: str, console: Co
     return Keyed(reuse, options, replace(plan, labels=dict(sorted(labels.items()))), found)
 
 
+_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm/v7"}
+
+
+def native_platform() -> str:
+    machine = platform.machine().lower()
+    return f"{platform.system().lower()}/{_ARCHITECTURES.get(machine, machine)}"
+
+
 def forces_build(options: BuildOptions) -> bool:
     """Options that ask for what the key cannot promise: a build from scratch or fresh base images."""
     return options.rebuild or options.no_cache or options.pull
@@ -130,6 +139,8 @@ def key_for(options: BuildOptions, plan: Plan, cwd: Path, output: str) -> str | 
             "sbom": options.sbom,
             "network": options.network,
             "output": output,
+            # Without platforms the builder builds for its own, which is that of the machine it runs on.
+            "native-platform": "" if plan.platforms else native_platform(),
         },
     )
     return build_key(material)
