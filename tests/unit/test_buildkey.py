@@ -19,7 +19,10 @@ from buildonce.buildkey import (
     promoted_labels,
     reuse_for,
 )
+from buildonce.errors import InputError
+from buildonce.github.workflow import Inputs
 from buildonce.labels import CREATED, REVISION, Keys
+from buildonce.options import build_options
 from buildonce.tags import Kind
 
 KEYS = Keys()
@@ -168,3 +171,11 @@ def test_a_promoted_manifest_names_this_commit_in_its_annotations() -> None:
     tested = {REVISION: "5" * 40, "org.opencontainers.image.version": "pr-123", "com.example.team": "infra"}
     planned = {REVISION: "0" * 40}
     assert promoted_annotations(tested, planned, KEYS) == {REVISION: "0" * 40, "com.example.team": "infra"}
+
+
+def test_the_reuse_input_takes_its_four_values_and_names_itself_otherwise() -> None:
+    for value, mode in (("auto", Reuse.AUTO), ("content", Reuse.CONTENT), ("Commit", Reuse.COMMIT), ("off", Reuse.OFF)):
+        assert build_options(Inputs({}, {"images": "ghcr.io/acme/widget", "reuse": value})).reuse is mode
+    assert build_options(Inputs({}, {"images": "ghcr.io/acme/widget"})).reuse is Reuse.AUTO
+    with pytest.raises(InputError, match=r"input 'reuse' is 'always'; it must be one of: auto, content, commit, off"):
+        build_options(Inputs({}, {"images": "ghcr.io/acme/widget", "reuse": "always"}))
