@@ -29,6 +29,8 @@ class Keys:
         self.pr_head_sha = f"{namespace}.pr.head-sha"
         self.branch = f"{namespace}.branch"
         self.run_url = f"{namespace}.run-url"
+        self.build_key = f"{namespace}.build-key"
+        self.promoted_from = f"{namespace}.promoted-from"
 
 
 def image_commit(labels: Mapping[str, str], keys: Keys, *, pr_head: bool = True) -> str:

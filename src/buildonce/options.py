@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from buildonce.buildkey import Reuse
 from buildonce.compression import Compression
 from buildonce.docker.config import Login
 from buildonce.docker.spec import Secret
@@ -82,6 +83,7 @@ BUILD_INPUTS: dict[str, str] = {
     **LOGIN_INPUTS,
     "allow-overwrite": "false",
     "rebuild": "false",
+    "reuse": "auto",
     "push-via": "auto",
     "artifact-dir": "",
     "artifact-compression": "none",
@@ -426,6 +428,7 @@ class BuildOptions:
     artifact_dir: str
     compression: Compression
     distribute: Distribute = Distribute.NONE
+    reuse: Reuse = Reuse.AUTO
 
     @property
     def source_date_epoch(self) -> int | None:
@@ -462,6 +465,7 @@ def build_options(inputs: Inputs) -> BuildOptions:
         artifact_dir=inputs.get("artifact-dir"),
         compression=_choice(inputs, defaults, "artifact-compression", Compression),
         distribute=_choice(inputs, defaults, "distribute", Distribute),
+        reuse=_choice(inputs, defaults, "reuse", Reuse),
     )
 
 

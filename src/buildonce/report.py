@@ -21,6 +21,9 @@ class BuildReport:
     pushed: bool = False
     reused: bool = False
     """The immutable tag already held this commit's image, so nothing was built."""
+    promoted_from: str = ""
+    """The digest of the image promoted to this commit instead of a build; empty otherwise."""
+    build_key: str = ""
     attempts: int = 0
     size: int = 0
     build_seconds: float = 0.0
@@ -48,6 +51,8 @@ class BuildReport:
                 "metadata": json.dumps(self.metadata, separators=(",", ":"), sort_keys=True),
                 "pushed": "true" if self.pushed else "false",
                 "reused": "true" if self.reused else "false",
+                "promoted-from": self.promoted_from,
+                "build-key": self.build_key,
                 "attempts": str(self.attempts),
                 "artifact-path": str(self.artifact.path) if self.artifact else "",
                 "artifact-name": self.artifact.name if self.artifact else "",
@@ -60,6 +65,8 @@ class BuildReport:
         plan = self.plan
         title = self.image or ", ".join(str(image) for image in plan.images)
         state = "reused" if self.reused else ("built and pushed" if self.pushed else "built, not pushed")
+        if self.promoted_from:
+            state = "promoted"
         rows = [
             ("Images", ", ".join(f"`{image}`" for image in plan.images)),
             ("Tags", ", ".join(f"`{tag}`" for tag in plan.tag_names)),
@@ -67,7 +74,7 @@ class BuildReport:
             ("Digest", f"`{self.digest}`" if self.digest else "(not pushed)"),
             ("Platforms", ", ".join(plan.platforms) or "the builder's own"),
             ("Size", human_size(self.size) if self.size else "n/a"),
-            ("Build", "skipped (image reused)" if self.reused else f"{self.build_seconds:.1f} s"),
+            ("Build", _build_cell(self)),
             ("Push", f"{self.push_seconds:.1f} s" if self.pushed else plan.push.reason),
             ("Attempts", str(self.attempts)),
         ]
@@ -77,6 +84,12 @@ class BuildReport:
         lines += [f"| {name} | {_cell(value)} |" for name, value in rows]
         lines += [f"\n> {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def _build_cell(report: BuildReport) -> str:
+    if report.promoted_from:
+        return f"skipped (promoted from `{report.promoted_from}`)"
+    return "skipped (image reused)" if report.reused else f"{report.build_seconds:.1f} s"
 
 
 def _cell(text: str) -> str:

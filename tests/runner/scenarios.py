@@ -8,6 +8,7 @@ act's artifact server, which all runs share, as GitHub's artifact service is sha
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -211,6 +212,51 @@ def stale_tag_chain(setting: Setting, pre_push: Callable[[Chain], dict[str, str]
     chain = setting.chain("stale", setting.auth_registry, [example("pull-request.yml")])
     chain.notes.update(pre_push(chain))
     setting.run(chain, "pull_request", "pull-request.yml", "pull_request", pull_request(chain.sha))
+    return chain
+
+
+def merge_group(sha: str) -> dict[str, Any]:
+    base = "4" * 40
+    return {
+        "action": "checks_requested",
+        "merge_group": {
+            "head_sha": sha,
+            "head_ref": f"refs/heads/gh-readonly-queue/main/pr-{PR_NUMBER}-{base}",
+            "base_sha": base,
+            "base_ref": "refs/heads/main",
+            "head_commit": {"id": sha, "timestamp": "2026-03-07T09:30:00Z"},
+        },
+        "repository": REPOSITORY,
+    }
+
+
+def add_commit(repo: Path, files: dict[str, str]) -> str:
+    """Commit ``files`` on top of the repository's HEAD; returns the new commit's sha."""
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=Widget Dev", "-c", "user.email=dev@widget.test"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "squash"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def merge_queue_chain(setting: Setting) -> Chain:
+    """The merge queue's build of a commit, then the push of that very commit to main."""
+    chain = setting.chain("queue", setting.auth_registry, [RUNNER_WORKFLOWS / "promote.yml"])
+    setting.run(chain, "merge_group", "promote.yml", "merge_group", merge_group(chain.sha))
+    setting.run(chain, "push_main", "promote.yml", "push", push(chain.sha, "refs/heads/main"))
+    return chain
+
+
+def squash_chain(setting: Setting) -> Chain:
+    """A pull request's build, then the push to main of a squash commit with the same build context."""
+    chain = setting.chain("squash", setting.auth_registry, [RUNNER_WORKFLOWS / "promote.yml"])
+    setting.run(chain, "pull_request", "promote.yml", "pull_request", pull_request(chain.sha))
+    squash = add_commit(chain.repo, {"docs/CHANGES.md": "Log in faster (#123)\n"})
+    chain.notes["squash"] = squash
+    setting.run(chain, "push_main", "promote.yml", "push", push(squash, "refs/heads/main"))
     return chain
 
 

@@ -35,12 +35,16 @@ from scenarios import (
     feature_branch_chain,
     fork_chain,
     fork_workflow_chain,
+    merge_queue_chain,
     metadata_chain,
     native_legs_chain,
     pull_request,
     pull_request_chain,
+    squash_chain,
     stale_tag_chain,
 )
+
+from buildonce.buildkey import key_of_tag
 
 pytestmark = pytest.mark.runner
 FIXTURES = (act, act_binary, auth_registry, base_registry, own_action, scratch, token_registry)
@@ -84,6 +88,8 @@ def scenarios(
 
         runs = Scenarios(
             {
+                "queue": lambda: merge_queue_chain(setting),
+                "squash": lambda: squash_chain(setting),
                 "pull_request": lambda: pull_request_chain(setting, proxy),
                 "fork": lambda: fork_chain(setting),
                 "default_branch": lambda: default_branch_chain(setting),
@@ -120,7 +126,12 @@ def served(chain: Chain, tag: str) -> str | None:
 
 
 def registry_tags(chain: Chain) -> list[str]:
-    return reader(chain).tags(chain.image)
+    """The repository's tags, less the build key's lookup tags (``lookup_tags``)."""
+    return [tag for tag in reader(chain).tags(chain.image) if key_of_tag(tag) is None]
+
+
+def lookup_tags(chain: Chain) -> list[str]:
+    return [tag for tag in reader(chain).tags(chain.image) if key_of_tag(tag) is not None]
 
 
 def stored_artifact(run: ActRun, name: str) -> list[str]:
@@ -147,6 +158,9 @@ def test_pull_request_builds_once_and_every_test_job_pulls_that_digest(scenarios
     assert registry_tags(chain) == [tag]
     digest = served(chain, tag)
     assert digest is not None
+    # The checkout is a git work tree, so the image has a build key, and is found by it.
+    (lookup,) = lookup_tags(chain)
+    assert served(chain, lookup) == digest
     assert run.outputs("build") == {"artifact-name": "widget-image"}
     assert f"built and pushed `{chain.registry}/{chain.image}@{digest}`" in summary(run, "build")
     for leg in run.legs("test"):
@@ -391,3 +405,42 @@ def test_the_report_lists_every_job(scenarios: Scenarios) -> None:
     run = scenarios["feature_branch"].runs["push"]
     assert set(run.needs) == {"build", "test"}
     assert json.dumps(run.needs)
+
+
+# --- build once per content: the merge queue and a squash merge -------------------------------------------------
+
+
+def test_the_merge_queue_image_ships_on_main_without_a_build(scenarios: Scenarios) -> None:
+    chain = scenarios["queue"]
+    queued, pushed = chain.runs["merge_group"], chain.runs["push_main"]
+    assert_succeeded(queued, "build")
+    assert_succeeded(pushed, "build")
+    digest = queued.outputs("build")["digest"]
+    assert digest
+    assert queued.outputs("build")["build-key"]
+    outputs = pushed.outputs("build")
+    assert outputs["digest"] == digest
+    assert outputs["reused"] == "true"
+    assert outputs["promoted-from"] == ""
+    assert outputs["imageid"] == ""
+    assert "Built sha256" not in pushed.only("build").log
+    assert served(chain, "latest") == digest
+    assert served(chain, f"sha-{chain.sha7}") == digest
+
+
+def test_a_squash_commit_of_the_tested_tree_is_promoted(scenarios: Scenarios) -> None:
+    chain = scenarios["squash"]
+    tested, pushed = chain.runs["pull_request"], chain.runs["push_main"]
+    assert_succeeded(tested, "build")
+    assert_succeeded(pushed, "build")
+    tested_digest = tested.outputs("build")["digest"]
+    outputs = pushed.outputs("build")
+    assert outputs["promoted-from"] == tested_digest
+    assert outputs["build-key"] == tested.outputs("build")["build-key"]
+    assert outputs["digest"] not in ("", tested_digest)
+    assert outputs["imageid"] == ""
+    assert "Built sha256" not in pushed.only("build").log
+    squash = chain.notes["squash"]
+    assert served(chain, f"sha-{squash[:7]}") == outputs["digest"]
+    assert served(chain, "latest") == outputs["digest"]
+    assert "promoted" in summary(pushed, "build")

@@ -11,7 +11,7 @@ from buildonce.docker.config import Login
 from buildonce.docker.engine import LocalImage
 from buildonce.errors import RegistryError
 from buildonce.labels import REVISION
-from buildonce.oci import Manifest
+from buildonce.oci import Manifest, sha256_digest
 from buildonce.references import ImageName, Reference
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -38,6 +38,7 @@ class FakeRegistry:
     """(repository, digest) pairs a copy put there, under no tag."""
     layout: tuple[Manifest, str] = field(default_factory=lambda: (manifest_for(SHA), SHA))
     """What push_layout finds in the layout: a manifest and the commit it was built from."""
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
     def store(self, manifest: Manifest, sha: str) -> str:
         self.manifests[manifest.digest] = manifest
@@ -71,6 +72,14 @@ class FakeRegistry:
     def copy_image(self, source: ImageName, digest: str, target: ImageName) -> None:
         self.copies.append((source.name, target.name))
         self.held.add((target.name, digest))
+
+    def get_blob(self, image: ImageName, digest: str) -> bytes:
+        return self.blobs[digest]
+
+    def push_blob(self, image: ImageName, data: bytes) -> str:
+        digest = sha256_digest(data)
+        self.blobs[digest] = data
+        return digest
 
     def push_layout(self, layout: Path, references: Sequence[Reference]) -> str:
         manifest, sha = self.layout

@@ -28,7 +28,7 @@ def consumer(registry: FakeRegistry, *, check: bool = True) -> tuple[Consumer, F
     engine = FakeEngine(registry)
     stream = io.StringIO()
     policy = RetryPolicy(attempts=2, wait_seconds=0, sleep=lambda _: None)
-    return Consumer(engine, lambda: engine, registry, policy, Keys(), check, Console(stream)), engine, stream
+    return Consumer(engine, engine, registry, policy, Keys(), check, Console(stream)), engine, stream
 
 
 def target(*candidates: str, digest: str = "", sha: str = SHA) -> Target:

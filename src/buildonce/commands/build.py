@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildonce.commands import Invocation
+from buildonce.commands import Invocation, promote
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.publish import Existing, Publisher, TwinPushedError, commit_of, run_all
 from buildonce.docker.buildx import (
@@ -34,6 +34,7 @@ from buildonce.docker.buildx import (
 from buildonce.docker.buildx import (
     run_build as run_buildx,
 )
+from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import FatalError, InputError, VerificationError
 from buildonce.github.workflow import Console
 from buildonce.labels import Keys, annotations_for
@@ -52,8 +53,8 @@ if TYPE_CHECKING:
 SAVE_CHUNK = 1 << 20
 
 
-def run(call: Invocation) -> None:
-    options = build_options(call.inputs)
+def _planned(call: Invocation, options: BuildOptions) -> tuple[Plan, int | None]:
+    """The plan, told in the log, and the commit's time as an epoch (the build's timestamps)."""
     context = call.context(options.plan.default_branch)
     if options.source_date_epoch is not None:  # the build's timestamps, so the created label's too
         context = replace(context, commit_time=datetime.fromtimestamp(options.source_date_epoch, timezone.utc))
@@ -64,7 +65,13 @@ def run(call: Invocation) -> None:
         console.warning(warning)
     if not plan.push.value and plan.push.reason != "set by the 'push' input":
         console.notice(f"Not pushing: {plan.push.reason}.", title="buildonce")
-    commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
+    return plan, int(context.commit_time.timestamp()) if context.commit_time else None
+
+
+def run(call: Invocation) -> None:
+    options = build_options(call.inputs)
+    plan, commit_epoch = _planned(call, options)
+    console = call.console
     if options.distribute is Distribute.LEG:
         from buildonce.commands.leg import run_leg
 
@@ -75,15 +82,32 @@ def run(call: Invocation) -> None:
     builder = find_builder(options.builder, call.env)
     output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
     policy = retry_policy(options.retry, console)
+    keyed = promote.keyed(options, plan, cwd, f"{output.value} ({builder.driver or 'unknown'} driver)", console)
+    options, plan, key = keyed.options, keyed.plan, keyed.key
 
     with ExitStack() as stack:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
         scratch = Path(stack.enter_context(temp))
+        early: BuildJob | None = None
+        found: BuildReport | None = None
+        if keyed.looks_up:
+            engine = EngineOnDemand(call.env)
+            registry = open_registry(options.login, call.env, policy)
+            early = prepare(call.env, options, plan, console, policy, connect=lambda: (engine, registry))
+            stack.callback(early.close)
+            found = promote.without_build(early, key or "")
+        if found is not None:
+            _finish(call, found, early, options)
+            return
         # The engine, the login and the immutable-tag check run beside the build rather than before it:
         # they cost a registry round trip or two (and the SDK's import), the build rarely less. If the
         # check finds the tag taken, or already holding this commit's image, the build is stopped.
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare"))
-        prepared = pool.submit(prepare, call.env, options, plan, console, policy)
+        prepared: Future[BuildJob] = Future()
+        if early is None:
+            prepared = pool.submit(prepare, call.env, options, plan, console, policy)
+        else:
+            prepared = pool.submit(lambda job: (engine.connect(), job)[1], early)  # beside the build, as above
         stopper = Stopper()
         prepared.add_done_callback(lambda done: _stop_unless_needed(done, stopper, options.rebuild))
         build_env = stack.enter_context(docker_config_with_login(call.env, options.login))
@@ -103,14 +127,31 @@ def run(call: Invocation) -> None:
             prepared.result()  # a failed preparation (no engine, a taken tag) explains more than the build
             raise
         job = prepared.result()
-        stack.callback(job.close)
+        if early is None:
+            stack.callback(job.close)
         # A build that finished before the check is thrown away just the same: one image per commit.
         existing = None if options.rebuild else job.existing
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
-        if plan.artifact.value:
-            report.artifact = job.save_artifact(_artifact_dir(options, call.env))
-            console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
-    console.info(f"digest: {report.digest or '(not pushed)'}")
+        _record_key(report, keyed, job)
+        _finish(call, report, job, options)
+
+
+def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> None:
+    """Say why the image was built, and record its build key: the label is in the image, and a built image
+    gets the key's lookup tag in each repository (a reused one has it from its own build)."""
+    if not report.reused:
+        report.notes.append(keyed.why_built())
+    if keyed.key:
+        report.build_key = keyed.key
+        if report.digest and not report.reused:
+            promote.record_key(job.registry, job.policy, job.plan.images, report.digest, keyed.key)
+
+
+def _finish(call: Invocation, report: BuildReport, job: BuildJob | None, options: BuildOptions) -> None:
+    if job is not None and report.plan.artifact.value:
+        report.artifact = job.save_artifact(_artifact_dir(options, call.env))
+        call.console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
+    call.console.info(f"digest: {report.digest or '(not pushed)'}")
     call.finish(report.outputs(), report.summary())
 
 
@@ -231,7 +272,7 @@ class BuildJob:
         return self.publisher.check_immutable_tags()
 
     # --- the two ways to a pushed image ----------------------------------------------------------
-    def reuse(self, existing: Existing) -> BuildReport:
+    def reuse(self, existing: Existing, why: str = "") -> BuildReport:
         """Report the image the immutable tags already hold, adding this run's other tags to it.
 
         Every immutable reference holds that very digest (one in each repository), so the other tags are
@@ -243,27 +284,34 @@ class BuildJob:
         # the run that built it, not those this run would have given it.
         plan = replace(self.plan, labels=existing.labels, annotations=tuple(annotations_for(existing.labels)))
         self.console.notice(
-            f"{plan.immutable_tag} already holds {digest}, built from {plan.subject.sha[:12]}: the build is "
+            why
+            or f"{plan.immutable_tag} already holds {digest}, built from {plan.subject.sha[:12]}: the build is "
             "skipped and that image is reported. Set rebuild: true to build it again.",
             title="Image reused",
         )
         report = BuildReport(plan=plan, digest=digest, pushed=True, reused=True)
         started = time.monotonic()
         self.publisher.put_where_missing(digest)
-        own = self.publisher.own_references()[0]
-        if plan.load.value:
-            self.policy.call_timed(
-                lambda timeout: self.engine.pull(own.image, digest, timeout), f"pull {own.image}@{digest}"
-            )
-            for ref in plan.references:
-                self.engine.tag(own.image.with_digest(digest), ref)
         report.push_seconds = time.monotonic() - started
         self.publisher.verify(digest)
-        local = self.engine.inspect(own.image.with_digest(digest)) if plan.load.value else None
-        report.size = local.size if local else 0
-        report.notes.append(f"Build skipped: {plan.immutable_tag} already held this commit's image.")
+        report.size = self.load_pushed(digest)
+        report.notes.append(why or f"Build skipped: {plan.immutable_tag} already held this commit's image.")
         report.attempts = self.policy.most_attempts
         return report
+
+    def load_pushed(self, digest: str) -> int:
+        """Pull an image the registry serves under the plan's references into the engine when the plan loads
+        it, under every reference; its size there (0 when not loaded)."""
+        if not self.plan.load.value:
+            return 0
+        own = self.publisher.own_references()[0]
+        self.policy.call_timed(
+            lambda timeout: self.engine.pull(own.image, digest, timeout), f"pull {own.image}@{digest}"
+        )
+        for ref in self.plan.references:
+            self.engine.tag(own.image.with_digest(digest), ref)
+        local = self.engine.inspect(own.image.with_digest(digest))
+        return local.size if local else 0
 
     def push(self, output: Output, outcome: BuildOutcome | None, scratch: Path) -> BuildReport:
         """Hand what the build made to the publishing step, and load it where asked."""

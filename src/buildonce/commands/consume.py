@@ -7,12 +7,11 @@ commit the job is meant to test, else a stale or re-pushed tag would be tested i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from buildonce.artifact import read_image_tar, scan_image_tar
 from buildonce.artifact import verify as verify_artifact
@@ -21,6 +20,7 @@ from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.seams import EngineAPI, PullAPI, RegistryAPI
 from buildonce.docker.buildx import docker_config_with_login
 from buildonce.docker.cli import CliPuller
+from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError
 from buildonce.github.context import Context
 from buildonce.github.workflow import Console
@@ -31,9 +31,6 @@ from buildonce.references import ImageName, Reference
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
 from buildonce.tarimage import HeldImage, TarContents, describe_held, held_images, loaded_matches, pick, why_not_pinned
-
-if TYPE_CHECKING:
-    from buildonce.docker.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -96,8 +93,8 @@ class Consumed:
 class Consumer:
     puller: PullAPI
     """The registry path's pull and tag: the docker CLI, which starts in milliseconds."""
-    engine: Callable[[], EngineAPI]
-    """The engine itself (the SDK), connected only when an artifact is to be loaded."""
+    engine: EngineAPI
+    """The engine itself (the SDK): ``EngineOnDemand``, connected only when an artifact is to be loaded."""
     registry: RegistryAPI
     policy: RetryPolicy
     keys: Keys
@@ -173,7 +170,7 @@ class Consumer:
         exactly that image. Nothing the engine held before is ever taken for the tar's image."""
         verify_artifact(path)
         contents = scan_image_tar(path)
-        engine = self.engine()
+        engine = self.engine
         containerd, platform = engine.containerd_store, engine.platform
         held = pick(held_images(contents, target.image, containerd=containerd, platform=platform), target.candidates)
         if not held:
@@ -237,16 +234,8 @@ def run(call: Invocation) -> None:
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
     with ExitStack() as stack:
-        connected: list[Engine] = []
-
-        def engine() -> EngineAPI:
-            if not connected:
-                from buildonce.docker.engine import Engine
-
-                connected.append(Engine.connect(call.env))
-                stack.callback(connected[0].close)
-            return connected[0]
-
+        engine = EngineOnDemand(call.env)
+        stack.callback(engine.close)
         # The CLI pulls with the job's Docker config, plus the login inputs' credentials when given.
         cli_env = stack.enter_context(docker_config_with_login(call.env, options.login))
         registry = open_registry(options.login, call.env, policy)

@@ -417,6 +417,25 @@ class Registry:
         for manifest in manifests:
             self._put_checked(target, manifest.digest, manifest)
 
+    @_operation
+    def get_blob(self, image: ImageName, digest: str) -> bytes:
+        """A blob's bytes, checked against its digest."""
+        return self._get_blob(image, digest, digest)
+
+    @_operation
+    def push_blob(self, image: ImageName, data: bytes) -> str:
+        """Store ``data`` as a blob of ``image`` unless the repository has it already; returns its digest."""
+        digest = sha256_digest(data)
+        scopes: tuple[str, ...] = (scope(image, "pull,push"),)
+        with tempfile.TemporaryDirectory(prefix="buildonce-blob-") as scratch:
+            blob = LayoutBlob(digest, len(data), Path(scratch) / "blob")
+            blob.path.write_bytes(data)
+            if not self._has_blob(image, blob, scopes):
+                location = self._start_upload(image, blob, None, scopes)
+                if location is not None:
+                    self._finish_upload(image, blob, location, scopes)
+        return digest
+
     def _collect(self, image: ImageName, manifest: Manifest, manifests: list[Manifest], blobs: dict[str, int]) -> None:
         """The manifests below and including ``manifest``, each after those it refers to, and their blobs."""
         body = self._manifest_json(manifest, image, manifest.digest)

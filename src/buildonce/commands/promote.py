@@ -1,0 +1,351 @@
+"""Reuse by build key: find an image built from the same content, and promote it to this commit.
+
+A promotion never runs buildx. The tested image's config is written again with this commit's labels (those
+naming the commit, plus ``promoted-from``), each platform's manifest again around it with the very same layer
+blobs, and an index over them; then the publishing step tags and verifies the new digest as it would a build's.
+The image found by its key is never moved or changed: its lookup tag keeps naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from buildonce.buildkey import (
+    KeyMaterial,
+    Reuse,
+    build_key,
+    keyed_annotations,
+    keyed_labels,
+    lookup_tag,
+    promoted_annotations,
+    promoted_labels,
+    reuse_for,
+)
+from buildonce.commands.publish import Existing, commit_of
+from buildonce.docker.buildx import is_remote_context
+from buildonce.errors import RegistryError, VerificationError
+from buildonce.git.worktree import NoIds, content_ids
+from buildonce.labels import Keys, annotations_for
+from buildonce.oci import Manifest, is_attestation, json_object
+from buildonce.references import ImageName
+from buildonce.report import BuildReport
+
+if TYPE_CHECKING:
+    from buildonce.commands.build import BuildJob
+    from buildonce.github.workflow import Console
+    from buildonce.options import BuildOptions
+    from buildonce.plan import Plan
+    from buildonce.retry import RetryPolicy
+
+
+class PromotionRegistry(Protocol):
+    """What a promotion asks of the registry (``buildonce.registry.client.Registry`` is the real one)."""
+
+    def resolve(self, image: ImageName, reference: str) -> str | None: ...
+
+    def get_manifest(self, image: ImageName, reference: str) -> Manifest | None: ...
+
+    def put_manifest(self, image: ImageName, tag: str, manifest: Manifest) -> str: ...
+
+    def get_blob(self, image: ImageName, digest: str) -> bytes: ...
+
+    def push_blob(self, image: ImageName, data: bytes) -> str: ...
+
+
+# --- the key ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """What reuse means for this run: the mode for its event, the options it implies (off builds as rebuild
+    does), the plan with the key's label, and the key (or why there is none)."""
+
+    reuse: Reuse
+    options: BuildOptions
+    plan: Plan
+    key: str | None
+    no_key: str = ""
+
+    @property
+    def looks_up(self) -> bool:
+        """Whether to look the key up before buildx starts, so that an image found by it is never built."""
+        return (
+            bool(self.key) and self.reuse is Reuse.CONTENT and self.plan.push.value and not forces_build(self.options)
+        )
+
+    def why_built(self) -> str:
+        if not self.key:
+            return f"Built: there is no build key ({self.no_key})."
+        if self.looks_up:
+            return "Built: no image with this build key was found to promote."
+        if forces_build(self.options):
+            return "Built: rebuild, no-cache, pull or reuse: off is set, so no image is looked up by its key."
+        if self.reuse is Reuse.COMMIT:
+            return "Built: reuse is commit (the default for scheduled builds), so no image is looked up by its key."
+        return "Built: nothing is pushed, so no image is looked up by its key."
+
+
+def keyed(options: BuildOptions, plan: Plan, cwd: Path, output: str, console: Console) -> Keyed:
+    reuse = reuse_for(options.reuse, plan.subject.kind)
+    if reuse is Reuse.OFF:
+        options = replace(options, rebuild=True)
+    found = key_for(options, plan, cwd, output)
+    if isinstance(found, NoIds):
+        console.notice(f"No build key: {found.reason}. The image is built as usual.", title="buildonce")
+        return Keyed(reuse, options, plan, None, found.reason)
+    labels = {**plan.labels, Keys(options.plan.label_namespace).build_key: found}
+    return Keyed(reuse, options, replace(plan, labels=dict(sorted(labels.items()))), found)
+
+
+_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm/v7"}
+
+
+def native_platform() -> str:
+    machine = platform.machine().lower()
+    return f"{platform.system().lower()}/{_ARCHITECTURES.get(machine, machine)}"
+
+
+def forces_build(options: BuildOptions) -> bool:
+    """Options that ask for what the key cannot promise: a build from scratch or fresh base images."""
+    return options.rebuild or options.no_cache or options.pull
+
+
+def key_for(options: BuildOptions, plan: Plan, cwd: Path, output: str) -> str | NoIds:
+    """This build's key, or why git cannot name its content."""
+    keys = Keys(options.plan.label_namespace)
+    if is_remote_context(options.context):
+        return NoIds(f"the build context {options.context!r} is remote, so git here cannot name its content")
+    ids = content_ids(cwd, options.context, options.file)
+    if isinstance(ids, NoIds):
+        return ids
+    material = KeyMaterial(
+        context_tree=ids.context_tree,
+        dockerfile=ids.dockerfile,
+        dockerignore=ids.dockerignore,
+        build_args=options.build_args,
+        secret_ids=tuple(secret.id for secret in options.secrets),
+        target=options.target,
+        platforms=plan.platforms,
+        labels=keyed_labels(plan.labels, keys),
+        annotations=keyed_annotations(plan.annotations, keys),
+        options={
+            "provenance": options.provenance,
+            "sbom": options.sbom,
+            "network": options.network,
+            "output": output,
+            # Without platforms the builder builds for its own, which is that of the machine it runs on.
+            "native-platform": "" if plan.platforms else native_platform(),
+        },
+    )
+    return build_key(material)
+
+
+# --- looking it up ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    image: ImageName
+    digest: str
+    labels: dict[str, str]
+
+
+def lookup(
+    registry: PromotionRegistry, policy: RetryPolicy, images: tuple[ImageName, ...], key: str, keys: Keys
+) -> Found | None:
+    """The image the key's lookup tag names in the first repository that has one, if its label carries that
+    very key: one look-up per repository, then its manifest and config."""
+    tag = lookup_tag(key)
+    for image in images:
+        digest, _ = policy.call(partial(registry.resolve, image, tag), f"look up {image.with_tag(tag)}")
+        if digest is None:
+            continue
+        labels, _ = policy.call(partial(_labels, registry, image, digest), f"read labels of {image.with_tag(tag)}")
+        if labels.get(keys.build_key) == key:
+            return Found(image, digest, labels)
+    return None
+
+
+def _labels(registry: PromotionRegistry, image: ImageName, digest: str) -> dict[str, str]:
+    manifest = registry.get_manifest(image, digest)
+    if manifest is None:
+        raise RegistryError(f"{image.with_digest(digest)} cannot be read (yet)", transient=True)
+    body = manifest.json()
+    if manifest.is_index:
+        children = [entry for entry in body.get("manifests") or [] if not is_attestation(entry)]
+        if not children:
+            return {}
+        child = registry.get_manifest(image, children[0]["digest"])
+        if child is None:
+            raise RegistryError(f"{image.with_digest(digest)} lists a manifest it lacks (yet)", transient=True)
+        body = child.json()
+    config = json_object(registry.get_blob(image, body["config"]["digest"]))
+    found = (config.get("config") or {}).get("Labels") or {}
+    return {str(key): str(value) for key, value in found.items()}
+
+
+def record_key(
+    registry: PromotionRegistry, policy: RetryPolicy, images: tuple[ImageName, ...], digest: str, key: str
+) -> None:
+    """Point the key's lookup tag at ``digest`` in every repository that has no image under it yet; one that
+    has keeps naming the image it found first."""
+    tag = lookup_tag(key)
+    manifest: Manifest | None = None
+    for image in images:
+        if policy.call(partial(registry.resolve, image, tag), f"look up {image.with_tag(tag)}")[0] is not None:
+            continue
+        if manifest is None:
+            manifest, _ = policy.call(
+                partial(registry.get_manifest, image, digest), f"read {image.with_digest(digest)}"
+            )
+            if manifest is None:
+                raise VerificationError(f"{image.with_digest(digest)} is missing from the registry.")
+        policy.call(partial(registry.put_manifest, image, tag, manifest), f"tag {image.with_tag(tag)}")
+
+
+# --- promoting ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Promoted:
+    digest: str
+    labels: dict[str, str]
+    uploaded: int
+    """Bytes of configs and manifests written (no layer is ever uploaded)."""
+    dropped: int = 0
+    """Attestations of the tested image left out: they describe its digests, not the promoted ones."""
+
+
+def promote_image(
+    registry: PromotionRegistry, policy: RetryPolicy, found: Found, planned: Mapping[str, str], keys: Keys
+) -> Promoted:
+    """Write the tested image again for this commit, in its own repository, by digest (no tag yet)."""
+    image = found.image
+    top = policy.call(partial(registry.get_manifest, image, found.digest), f"read {image.with_digest(found.digest)}")[0]
+    if top is None:
+        raise VerificationError(f"{image.with_digest(found.digest)} is missing from the registry.")
+    labels = promoted_labels(found.labels, planned, keys, found.digest)
+    writer = _Writer(registry=registry, policy=policy, repository=image, labels=labels, planned=planned, keys=keys)
+    if not top.is_index:
+        return Promoted(writer.platform_image(top).digest, labels, writer.uploaded)
+    body = top.json()
+    entries = []
+    dropped = 0
+    for entry in body.get("manifests") or []:
+        if is_attestation(entry):
+            dropped += 1
+            continue
+        child = policy.call(partial(registry.get_manifest, image, entry["digest"]), f"read {entry['digest']}")[0]
+        if child is None:
+            raise VerificationError(f"{image.with_digest(found.digest)} lists {entry['digest']}, which is missing.")
+        written = writer.platform_image(child)
+        entries.append({**entry, "mediaType": written.media_type, "digest": written.digest, "size": len(written.raw)})
+    index = {**body, "manifests": entries}
+    if isinstance(body.get("annotations"), dict):
+        index["annotations"] = promoted_annotations(body["annotations"], planned, keys)
+    written = writer.put(Manifest.from_bytes(_dump(index), top.media_type))
+    return Promoted(written.digest, labels, writer.uploaded, dropped)
+
+
+def _dump(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass
+class _Writer:
+    registry: PromotionRegistry
+    policy: RetryPolicy
+    repository: ImageName
+    labels: dict[str, str]
+    planned: Mapping[str, str]
+    keys: Keys
+    uploaded: int = 0
+
+    def platform_image(self, manifest: Manifest) -> Manifest:
+        """One platform's image: its config with the new labels, and a manifest naming the same layers."""
+        body = manifest.json()
+        config_digest = body["config"]["digest"]
+        config = json_object(
+            self.policy.call(partial(self.registry.get_blob, self.repository, config_digest), f"read {config_digest}")[
+                0
+            ]
+        )
+        settings = dict(config.get("config") or {})
+        settings["Labels"] = self.labels
+        raw = _dump({**config, "config": settings})
+        digest, _ = self.policy.call(
+            partial(self.registry.push_blob, self.repository, raw), f"push the config of {self.repository}"
+        )
+        self.uploaded += len(raw)
+        rewritten = {**body, "config": {**body["config"], "digest": digest, "size": len(raw)}}
+        if isinstance(body.get("annotations"), dict):
+            rewritten["annotations"] = promoted_annotations(body["annotations"], self.planned, self.keys)
+        return self.put(Manifest.from_bytes(_dump(rewritten), manifest.media_type))
+
+    def put(self, manifest: Manifest) -> Manifest:
+        stored, _ = self.policy.call(
+            partial(self.registry.put_manifest, self.repository, manifest.digest, manifest), f"push {manifest.digest}"
+        )
+        if stored != manifest.digest:
+            raise VerificationError(f"{self.repository.registry} stored {manifest.digest} as {stored}.")
+        self.uploaded += len(manifest.raw)
+        return manifest
+
+
+# --- the step before a build ----------------------------------------------------------------------------------
+
+
+def without_build(job: BuildJob, key: str) -> BuildReport | None:
+    """This commit's image, found under its immutable tags or by its key, or an image of another commit with
+    the same key, promoted; None when there is nothing to reuse and the image must be built."""
+    if job.existing is not None:
+        report = job.reuse(job.existing)
+        report.build_key = key
+        return report
+    plan, keys, registry = job.plan, job.keys, job.registry
+    found = lookup(registry, job.policy, plan.images, key, keys)
+    if found is None:
+        return None
+    built_from = commit_of(plan.subject, found.labels, keys)
+    if built_from == plan.subject.sha:
+        why = (
+            f"{found.image.with_digest(found.digest)} was built from this very commit and has the same build key "
+            f"({key[:12]}): it is reused as it is, nothing is built."
+        )
+        report = job.reuse(Existing(found.digest, found.labels), why=why)
+        report.build_key = key
+        return report
+    job.console.info(
+        f"{found.image.with_tag(lookup_tag(key))} is {found.digest}, built from {built_from or 'another commit'} "
+        f"with this build's key: promoting it to {plan.subject.sha[:12]}."
+    )
+    promoted = promote_image(registry, job.policy, found, plan.labels, keys)
+    published = job.publisher.publish(promoted.digest)
+    if isinstance(published, Existing):
+        report = job.reuse(published)
+        report.build_key = key
+        return report
+    labels = dict(sorted(promoted.labels.items()))
+    shown = replace(plan, labels=labels, annotations=tuple(annotations_for(labels, plan.annotations)))
+    report = BuildReport(plan=shown, digest=published.digest, pushed=True, promoted_from=found.digest, build_key=key)
+    report.push_seconds = published.seconds
+    job.console.notice(
+        f"Promoted {found.digest} (built from {built_from or 'another commit'}, same build key {key[:12]}) to "
+        f"{plan.subject.sha[:12]} as {published.digest}: same layers, this commit's labels, nothing built.",
+        title="Image promoted",
+    )
+    report.notes.append(
+        f"Promoted, not built: {found.digest}, built from {built_from or 'another commit'}, has this build's key "
+        f"{key[:12]}; {promoted.uploaded} bytes of config and manifests were written, no layer."
+        + (f" Its {promoted.dropped} attestation(s) were left out." if promoted.dropped else "")
+    )
+    report.size = job.load_pushed(published.digest)
+    report.attempts = job.policy.most_attempts
+    record_key(registry, job.policy, plan.images, published.digest, key)
+    return report
