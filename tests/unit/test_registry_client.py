@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -833,6 +834,36 @@ def test_a_token_fetch_counts_toward_the_deadline(
     assert_deadline(error, 1)
     assert "token from" in str(error)
     assert elapsed < 2.5
+
+
+def deadline_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "buildonce-deadlines"]
+
+
+def test_every_request_in_flight_shares_one_deadline_thread_that_ends_when_idle(
+    serve: Callable[[Handle], FakeRegistry], drip: Callable[..., Dripper], client: Callable[..., Registry]
+) -> None:
+    """Many requests, some at once and some cut at their deadline, keep at most one watchdog thread alive,
+    and it ends once no request is in flight."""
+    fake = serve(lambda seen: Reply(200, {"Docker-Content-Digest": DIGEST}, delay=0.05))
+    slow = drip(HEAD_ANSWER, interval=0.02)
+    quick, cut = client(timeout=5), client(timeout=0.4)
+    most: list[int] = []
+
+    def look_up(_: int) -> object:
+        most.append(len(deadline_threads()))
+        return quick.resolve(fake.image(), "v1")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        cut_short = pool.submit(lambda: error_of(lambda: cut.resolve(ImageName(f"{slow.address}/team/app"), "v1")))
+        assert list(pool.map(look_up, range(40))) == [DIGEST] * 40
+        assert_deadline(cut_short.result(), 0.4)
+    assert max(most) == 1, "the requests in flight are watched by one thread, not one each"
+    for _ in range(100):  # bounded: the thread ends at once when the last request finishes
+        if not deadline_threads():
+            break
+        time.sleep(0.02)
+    assert deadline_threads() == []
 
 
 def test_a_timeout_is_retried_by_the_policy(

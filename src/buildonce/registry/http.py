@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import heapq
 import ipaddress
+import itertools
 import json
 import socket
 import ssl
@@ -86,6 +88,11 @@ class _Watch:
         with self._lock:
             self._done = True
 
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return self._done
+
 
 def _cut(connection: HTTPConnection) -> None:
     """Wake whatever is blocked on the connection's socket; its own thread then fails and closes it.
@@ -108,18 +115,64 @@ def _enlist(connection: HTTPConnection) -> None:
         watch.enlist(connection)
 
 
+class _Watchdog:
+    """One thread for the deadlines of every request in flight, rather than a timer thread per request.
+
+    Each request adds its watch with its deadline; the thread fires the watches whose deadline passes before
+    their request finishes. It runs only while a watch is pending: it ends when none is left, and the next
+    request starts it again.
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._pending: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()
+        self._running = False
+
+    def add(self, deadline: float, watch: _Watch) -> None:
+        with self._wake:
+            heapq.heappush(self._pending, (deadline, next(self._order), watch))
+            if self._running:
+                self._wake.notify()
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="buildonce-deadlines", daemon=True).start()
+
+    def finished(self) -> None:
+        """A request finished: let the thread drop it (and end, when it was the last)."""
+        with self._wake:
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:  # ends when no watch is pending; each pass drops or fires one, or waits for a deadline
+            with self._wake:
+                while self._pending and self._pending[0][2].done:
+                    heapq.heappop(self._pending)
+                if not self._pending:
+                    self._running = False
+                    return
+                deadline, _, watch = self._pending[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                heapq.heappop(self._pending)
+            watch.fire()
+
+
+_WATCHDOG = _Watchdog()
+
+
 @contextlib.contextmanager
 def _watching(seconds: float) -> Iterator[_Watch]:
     watch = _Watch()
-    timer = threading.Timer(seconds, watch.fire)
-    timer.daemon = True
     _current.watch = watch
-    timer.start()
+    _WATCHDOG.add(time.monotonic() + seconds, watch)
     try:
         yield watch
     finally:
         watch.finish()
-        timer.cancel()
+        _WATCHDOG.finished()
         _current.watch = None
 
 
