@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from buildonce.artifact import Compression
@@ -29,6 +29,14 @@ from buildonce.references import (
     looks_like_reference,
     parse_image_name,
     parse_reference,
+)
+from buildonce.signing import (
+    SIGN_INPUTS,
+    VERIFY_SIGNATURE_INPUTS,
+    SignatureCheck,
+    SignOptions,
+    sign_options,
+    signature_check,
 )
 from buildonce.tags import PrSha, TagPolicy
 
@@ -84,6 +92,7 @@ BUILD_INPUTS: dict[str, str] = {
     "push-via": "auto",
     "artifact-dir": "",
     "artifact-compression": "none",
+    **SIGN_INPUTS,
 }
 CONSUME_INPUTS: dict[str, str] = {
     "image": "",
@@ -103,6 +112,7 @@ CONSUME_INPUTS: dict[str, str] = {
     "check-freshness": "true",
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
+    **VERIFY_SIGNATURE_INPUTS,
 }
 VERIFY_INPUTS: dict[str, str] = {
     "image": "",
@@ -110,6 +120,7 @@ VERIFY_INPUTS: dict[str, str] = {
     "label-namespace": DEFAULT_NAMESPACE,
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
+    **VERIFY_SIGNATURE_INPUTS,
 }
 
 _TRUE = frozenset({"true", "True", "TRUE"})
@@ -404,6 +415,7 @@ class BuildOptions:
     push_via: PushVia
     artifact_dir: str
     compression: Compression
+    sign: SignOptions = field(default_factory=SignOptions)
 
     @property
     def source_date_epoch(self) -> int | None:
@@ -439,6 +451,7 @@ def build_options(inputs: Inputs) -> BuildOptions:
         push_via=_choice(inputs, defaults, "push-via", PushVia),
         artifact_dir=inputs.get("artifact-dir"),
         compression=_choice(inputs, defaults, "artifact-compression", Compression),
+        sign=sign_options(inputs),
     )
 
 
@@ -459,6 +472,7 @@ class ConsumeOptions:
     check_freshness: bool
     retry: RetryOptions
     login: Login | None
+    signature: SignatureCheck = field(default_factory=SignatureCheck)
 
 
 def _digest(inputs: Inputs, name: str) -> str:
@@ -491,6 +505,7 @@ def consume_options(inputs: Inputs) -> ConsumeOptions:
         check_freshness=_bool(inputs, defaults, "check-freshness"),
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
+        signature=signature_check(inputs),
     )
 
 
@@ -501,6 +516,7 @@ class VerifyOptions:
     label_namespace: str
     retry: RetryOptions
     login: Login | None
+    signature: SignatureCheck = field(default_factory=SignatureCheck)
 
 
 def verify_options(inputs: Inputs) -> VerifyOptions:
@@ -515,4 +531,5 @@ def verify_options(inputs: Inputs) -> VerifyOptions:
         label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
+        signature=signature_check(inputs),
     )

@@ -20,6 +20,7 @@ import yaml
 from events import payload, runner_env
 
 from buildonce.commands.consume import Consumed
+from buildonce.commands.sign import Signed
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Inputs
 from buildonce.options import BUILD_INPUTS, CONSUME_INPUTS, plan_options
@@ -277,7 +278,7 @@ def build_step_outputs() -> set[str]:
     context = build_context(env, payload("pull-request"))
     options = plan_options(Inputs({"INPUT_IMAGES": "ghcr.io/acme/widget"}))
     plan = make_plan(context, options, now=datetime.now(timezone.utc))
-    return set(BuildReport(plan=plan).outputs())
+    return set(BuildReport(plan=plan).outputs()) | set(Signed().outputs())
 
 
 def consume_step_outputs() -> set[str]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.publish import Existing, Publisher, TwinPushedError, commit_of, run_all
+from buildonce.commands.sign import Origin, Signed, check_before_build, origin_of, sign_published
 from buildonce.docker.buildx import (
     Builder,
     BuildOutcome,
@@ -54,6 +55,8 @@ SAVE_CHUNK = 1 << 20
 
 def run(call: Invocation) -> None:
     options = build_options(call.inputs)
+    if call.env.get("COSIGN_PASSWORD"):  # before anything else is printed
+        call.console.mask(call.env["COSIGN_PASSWORD"])
     context = call.context(options.plan.default_branch)
     if options.source_date_epoch is not None:  # the build's timestamps, so the created label's too
         context = replace(context, commit_time=datetime.fromtimestamp(options.source_date_epoch, timezone.utc))
@@ -70,6 +73,8 @@ def run(call: Invocation) -> None:
     output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
     policy = retry_policy(options.retry, console)
     commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
+    origin = origin_of(context, plan.subject.sha, options.plan.label_namespace)
+    check_before_build(options.sign, origin, call.env, console, pushing=plan.push.value)
 
     with ExitStack() as stack:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
@@ -105,8 +110,28 @@ def run(call: Invocation) -> None:
         if plan.artifact.value:
             report.artifact = job.save_artifact(_artifact_dir(options, call.env))
             console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
+        signed = _sign(call, options, origin, policy, report)
     console.info(f"digest: {report.digest or '(not pushed)'}")
-    call.finish(report.outputs(), report.summary())
+    call.finish({**report.outputs(), **signed.outputs()}, report.summary() + signed.summary_line() + "\n")
+
+
+def _sign(call: Invocation, options: BuildOptions, origin: Origin, policy: RetryPolicy, report: BuildReport) -> Signed:
+    """Hand the published digest (and the artifact) to the signing step."""
+    registry = open_registry(options.login, call.env, policy)
+    try:
+        return sign_published(
+            call.env,
+            call.console,
+            policy,
+            registry,
+            options=options.sign,
+            origin=origin,
+            digest=report.digest if report.pushed else "",
+            images=list(dict.fromkeys(ref.image for ref in report.plan.references)),
+            artifact=report.artifact.path if report.artifact else None,
+        )
+    finally:
+        registry.close()
 
 
 def prepare(

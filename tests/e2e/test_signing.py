@@ -1,0 +1,214 @@
+"""Signing and verifying end to end: the real engine, buildx, a Distribution registry on loopback and Debian's
+cosign, with a key pair generated for the session (no transparency log: nothing leaves the machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import registry_api
+from action_run import Run, run_on_fixture
+from build_contexts import scratch_context, unique
+from events import runner_env
+from registry_server import RegistryServer
+
+FAST = {"retry-wait-seconds": "0.1", "retry-attempts": "3", "timeout-minutes": "2"}
+PASSWORD = "correct horse battery staple"
+SHA = runner_env("push-default")["GITHUB_SHA"]
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: Path
+    public: Path
+
+
+def _generate(directory: Path, password: str) -> KeyPair:
+    directory.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "COSIGN_PASSWORD": password}
+    result = subprocess.run(
+        ["cosign", "generate-key-pair"], cwd=directory, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return KeyPair(directory / "cosign.key", directory / "cosign.pub")
+
+
+@pytest.fixture(scope="session")
+def cosign(engine: None) -> str:
+    binary = shutil.which("cosign")
+    if binary is None:
+        pytest.fail("cosign is not on PATH; scripts/dev-env up installs it")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def keys(cosign: str, tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
+    return _generate(tmp_path_factory.mktemp("keys"), PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def other_keys(cosign: str, tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
+    return _generate(tmp_path_factory.mktemp("other-keys"), "another password")
+
+
+def signing_inputs(keys: KeyPair) -> dict[str, str]:
+    return {"sign": "true", "sign-key": str(keys.private), "sign-tlog": "false"}
+
+
+def build(
+    workdir: Path,
+    image: str,
+    keys: KeyPair | None,
+    inputs: dict[str, str] | None = None,
+    *,
+    password: str = PASSWORD,
+    fixture: str = "push-default",
+) -> Run:
+    extra = signing_inputs(keys) if keys else {}
+    return run_on_fixture(
+        "build",
+        workdir,
+        fixture,
+        {"images": image, **FAST, **extra, **(inputs or {})},
+        env={"COSIGN_PASSWORD": password},
+    )
+
+
+def cosign_verify(reference: str, public: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["cosign", "verify", "--key", str(public), "--insecure-ignore-tlog=true", reference],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def signature_count(address: str, repository: str, digest: str, suffix: str = "sig") -> int:
+    """How many signatures cosign's legacy ``.sig`` (or ``.att``) tag holds for ``digest``: one layer each."""
+    tag = digest.replace(":", "-") + "." + suffix
+    if tag not in registry_api.tags(address, repository):
+        return 0
+    return len(registry_api.manifest(address, repository, tag)["layers"])
+
+
+def platform_digests(address: str, repository: str, digest: str) -> list[str]:
+    index = registry_api.manifest(address, repository, digest)
+    return [
+        entry["digest"]
+        for entry in index.get("manifests", [])
+        if (entry.get("platform") or {}).get("architecture") != "unknown"
+    ]
+
+
+def unmasked(log: str, secret: str) -> str:
+    """The log without the one line that tells the runner to mask ``secret``, which must come first."""
+    mask = f"::add-mask::{secret}"
+    assert log.splitlines()[0] == mask
+    return log.replace(mask, "")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    scratch_context(tmp_path, f"signed {tmp_path.name}")
+    return tmp_path
+
+
+# --- signing on build --------------------------------------------------------------------------------------
+
+
+def test_single_platform_build_is_signed_and_a_rerun_writes_nothing(
+    registry: RegistryServer, keys: KeyPair, workdir: Path
+) -> None:
+    repo = unique("signed")
+    image = f"{registry.address}/{repo}"
+    run = build(workdir, image, keys)
+    assert run.code == 0, run.log
+    digest = run.outputs["digest"]
+    assert run.outputs["signed"] == "true"
+    assert PASSWORD not in unmasked(run.log, PASSWORD)
+    assert "cosign verify --key cosign.pub" in run.outputs["verify-command"]
+    assert run.outputs["cosign-version"]
+    assert "Signed (" in run.summary
+    targets = [digest, *platform_digests(registry.address, repo, digest)]
+    for target in targets:
+        checked = cosign_verify(f"{image}@{target}", keys.public)
+        assert checked.returncode == 0, checked.stderr
+        payloads = json.loads(checked.stdout)
+        assert payloads[0]["optional"]["dev.buildonce.commit"] == SHA
+        assert payloads[0]["optional"]["dev.buildonce.run"] == "https://github.com/acme/widget/actions/runs/777"
+        assert signature_count(registry.address, repo, target) == 1
+    refs = run.outputs["signature-refs"].splitlines()
+    assert f"{image}:{digest.replace(':', '-')}.sig" in refs
+
+    again = build(workdir, image, keys)
+    assert again.code == 0, again.log
+    assert again.outputs["signed"] == "true"
+    assert again.outputs["reused"] == "true"
+    assert "nothing written" in again.summary
+    for target in targets:
+        assert signature_count(registry.address, repo, target) == 1, target
+
+
+def test_multi_platform_build_signs_the_index_and_each_platform(
+    registry: RegistryServer, keys: KeyPair, workdir: Path
+) -> None:
+    repo = unique("signed-multi")
+    image = f"{registry.address}/{repo}"
+    run = build(workdir, image, keys, {"platforms": "linux/amd64,linux/arm64", "provenance": "false"})
+    assert run.code == 0, run.log
+    digest = run.outputs["digest"]
+    platforms = platform_digests(registry.address, repo, digest)
+    assert len(platforms) == 2
+    for target in [digest, *platforms]:
+        checked = cosign_verify(f"{image}@{target}", keys.public)
+        assert checked.returncode == 0, (target, checked.stderr)
+        assert signature_count(registry.address, repo, target) == 1
+    assert len(run.outputs["signature-refs"].splitlines()) == 3
+
+
+def test_not_signing_says_why(registry: RegistryServer, workdir: Path) -> None:
+    run = build(workdir, f"{registry.address}/{unique('unsigned')}", None)
+    assert run.code == 0, run.log
+    assert run.outputs["signed"] == "false"
+    assert run.outputs["verify-command"] == ""
+    assert "Not signed: no 'sign-key' and no OIDC token" in run.summary
+
+
+def test_wrong_password_is_a_clear_error_and_never_printed(
+    registry: RegistryServer, keys: KeyPair, workdir: Path
+) -> None:
+    wrong = "not the password 12345"
+    run = build(workdir, f"{registry.address}/{unique('badpass')}", keys, password=wrong)
+    assert run.code == 1
+    (error,) = run.errors()
+    assert "could not decrypt the key" in error
+    assert "COSIGN_PASSWORD" in error
+    assert wrong not in unmasked(run.log, wrong)
+
+
+def test_missing_cosign_names_how_to_install_it(registry: RegistryServer, keys: KeyPair, workdir: Path) -> None:
+    bare = workdir / "bin"
+    bare.mkdir()
+    docker = shutil.which("docker")
+    assert docker
+    (bare / "docker").symlink_to(docker)
+    repo = unique("nocosign")
+    run = run_on_fixture(
+        "build",
+        workdir,
+        "push-default",
+        {"images": f"{registry.address}/{repo}", **FAST, **signing_inputs(keys)},
+        env={"COSIGN_PASSWORD": PASSWORD, "PATH": f"{bare}:/usr/bin:/bin"},
+    )
+    assert run.code == 1, run.log
+    (error,) = run.errors()
+    assert "cosign is not on PATH" in error
+    assert "sigstore/cosign-installer" in error
+    assert registry_api.tags(registry.address, repo) == []
+    assert run.outputs == {}
