@@ -212,3 +212,113 @@ def test_missing_cosign_names_how_to_install_it(registry: RegistryServer, keys: 
     assert "sigstore/cosign-installer" in error
     assert registry_api.tags(registry.address, repo) == []
     assert run.outputs == {}
+
+
+# --- verifying on consume ----------------------------------------------------------------------------------
+
+
+def forget_locally(run: Run) -> None:
+    """Remove the build's own names from the engine, so that only a pull could bring the image back."""
+    names = run.outputs["tags"].splitlines()
+    subprocess.run(["docker", "image", "rm", "-f", *names], capture_output=True, check=False, timeout=120)
+
+
+def pulled(reference: str) -> bool:
+    found = subprocess.run(["docker", "image", "inspect", reference], capture_output=True, check=False, timeout=60)
+    return found.returncode == 0
+
+
+def consume(workdir: Path, image: str, public: Path, inputs: dict[str, str]) -> Run:
+    return run_on_fixture(
+        "consume",
+        workdir,
+        "push-default",
+        {
+            "image": image,
+            "verify-signature": "key",
+            "verify-key": str(public),
+            "verify-tlog": "false",
+            **FAST,
+            **inputs,
+        },
+    )
+
+
+def test_consume_pulls_an_image_signed_by_the_key(registry: RegistryServer, keys: KeyPair, workdir: Path) -> None:
+    image = f"{registry.address}/{unique('consume-signed')}"
+    built = build(workdir, image, keys)
+    assert built.code == 0, built.log
+    forget_locally(built)
+    run = consume(workdir, image, keys.public, {"tag": built.outputs["immutable-tag"], "sha": SHA})
+    assert run.code == 0, run.log
+    assert run.outputs["digest"] == built.outputs["digest"]
+    assert run.log.count("Signature verified:") == 2  # the platform manifest pulled, and its index
+    assert pulled(f"{image}@{built.outputs['digest']}")
+    verified = run_on_fixture(
+        "verify",
+        workdir,
+        "push-default",
+        {
+            "image": built.outputs["image"],
+            "verify-signature": "key",
+            "verify-key": str(keys.public),
+            "verify-tlog": "false",
+            "sha": SHA,
+        },
+    )
+    assert verified.code == 0, verified.log
+    assert verified.log.count("Signature verified:") == 2
+
+
+@pytest.mark.parametrize("case", ["unsigned", "wrong-key"])
+def test_consume_refuses_an_unsigned_image_or_another_key_and_pulls_nothing(
+    registry: RegistryServer, keys: KeyPair, other_keys: KeyPair, workdir: Path, case: str
+) -> None:
+    image = f"{registry.address}/{unique('consume-' + case)}"
+    built = build(workdir, image, other_keys if case == "wrong-key" else None, password="another password")
+    assert built.code == 0, built.log
+    forget_locally(built)
+    run = consume(workdir, image, keys.public, {"tag": built.outputs["immutable-tag"], "sha": SHA})
+    assert run.code == 1, run.log
+    (error,) = run.errors()
+    digest = built.outputs["digest"]
+    assert f"{image}:{built.outputs['immutable-tag']} holds {digest}" in error
+    assert f"is not signed by the key {keys.public}" in error
+    assert "Nothing was pulled" in error
+    assert "::group::Pull" not in run.log
+    assert run.outputs == {}
+    assert not pulled(f"{image}@{digest}")
+    verified = run_on_fixture(
+        "verify",
+        workdir,
+        "push-default",
+        {
+            "image": built.outputs["image"],
+            "verify-signature": "key",
+            "verify-key": str(keys.public),
+            "verify-tlog": "false",
+            "sha": SHA,
+        },
+    )
+    assert verified.code == 1
+    assert "is not signed by the key" in verified.errors()[0]
+
+
+def test_consume_refuses_a_tag_moved_after_signing(
+    registry: RegistryServer, keys: KeyPair, workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    image = f"{registry.address}/{unique('consume-moved')}"
+    signed = build(workdir, image, keys, {"tags": "release"})
+    assert signed.code == 0, signed.log
+    before = consume(workdir, image, keys.public, {"tag": "release", "check-freshness": "false"})
+    assert before.code == 0, before.log
+    other = scratch_context(tmp_path_factory.mktemp("other"), "another commit's content")
+    moved = build(other, image, None, {"tags": "release"}, fixture="push-branch")
+    assert moved.code == 0, moved.log
+    assert moved.outputs["digest"] != signed.outputs["digest"]
+    forget_locally(moved)
+    run = consume(workdir, image, keys.public, {"tag": "release", "check-freshness": "false"})
+    assert run.code == 1, run.log
+    (error,) = run.errors()
+    assert f"{image}:release holds {moved.outputs['digest']}" in error
+    assert not pulled(f"{image}@{moved.outputs['digest']}")

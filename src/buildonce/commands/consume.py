@@ -17,6 +17,7 @@ from buildonce.artifact import verify as verify_artifact
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.seams import EngineAPI, RegistryAPI
+from buildonce.commands.sign import SignatureVerifier, digests_to_verify, signature_verifier
 from buildonce.docker.engine import Engine
 from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError
 from buildonce.github.context import Context
@@ -93,6 +94,8 @@ class Consumer:
     keys: Keys
     check: bool
     console: Console
+    signatures: SignatureVerifier | None = None
+    """Set when a signature is required: checked before anything is pulled or loaded."""
 
     def from_registry(self, target: Target) -> Consumed:
         """Resolve the tag, check the image's commit, then pull it by digest."""
@@ -115,6 +118,11 @@ class Consumer:
             if labels is None:
                 raise RegistryError(f"{reference} is not in the registry.")
             check_fresh(reference, labels, target.sha, self.keys)
+        if self.signatures is not None:
+            # On the very digests the engine will pull (its platform's manifest) and the index that lists it.
+            pulled = digests_to_verify(self.registry, self.policy, target.image, digest, self.engine.platform)
+            found = f"{target.image.with_tag(tag)} holds {digest}" if tag else f"the digest given, {digest}"
+            self.signatures.image(target.image, pulled, found)
         with self.console.group(f"Pull {reference}"):
             self.policy.call_timed(partial(self.engine.pull, target.image, digest), f"pull {reference}")
         if tag:
@@ -127,6 +135,8 @@ class Consumer:
         that it is that digest; check its commit; load it; then check that the engine's name now points at
         exactly that image. Nothing the engine held before is ever taken for the tar's image."""
         verify_artifact(path)
+        if self.signatures is not None:
+            self.signatures.blob(path)
         contents = scan_image_tar(path)
         containerd, platform = self.engine.containerd_store, self.engine.platform
         held = pick(held_images(contents, target.image, containerd=containerd, platform=platform), target.candidates)
@@ -190,9 +200,11 @@ def run(call: Invocation) -> None:
     )
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
+    signatures = signature_verifier(options.signature, call.env, console, policy, sha=target.sha)
     engine = Engine.connect(call.env)
     registry = open_registry(options.login, call.env, policy)
     consumer = Consumer(engine, registry, policy, Keys(options.label_namespace), options.check_freshness, console)
+    consumer.signatures = signatures
     try:
         consumed = _consume(consumer, options, target)
     finally:

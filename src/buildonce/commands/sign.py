@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from buildonce.docker.cosign import Cosign
-from buildonce.errors import RegistryError, SignatureError, SigningError, VerificationError
-from buildonce.oci import is_attestation
+from buildonce.errors import InputError, RegistryError, SignatureError, SigningError, VerificationError
+from buildonce.oci import is_attestation, select_manifest
 from buildonce.plan import foreign_code
 from buildonce.signing import (
     PREDICATE_TYPES,
@@ -28,6 +28,7 @@ from buildonce.signing import (
     SignatureCheck,
     SignatureFormat,
     SignOptions,
+    VerifyMode,
     attest_args,
     command_line,
     decide,
@@ -70,9 +71,11 @@ class CosignAPI(Protocol):
     def unsigned(result: Result) -> bool: ...
 
 
-class ManifestsAPI(Protocol):
+class ManifestReader(Protocol):
     def get_manifest(self, image: ImageName, reference: str) -> Manifest | None: ...
 
+
+class ManifestsAPI(ManifestReader, Protocol):
     def blob(self, image: ImageName, digest: str) -> bytes: ...
 
 
@@ -496,3 +499,43 @@ def check_before_build(
     decision = decide(options, pushed=pushing, fork=origin.fork, oidc=bool(env.get(OIDC_VARIABLE)))
     if decision.sign:
         Cosign.find(env)
+
+
+def digests_to_verify(
+    registry: ManifestReader, policy: RetryPolicy, image: ImageName, digest: str, platform: str
+) -> list[str]:
+    """The digest the engine will pull for ``platform`` and, for an index, the index itself."""
+    manifest, _ = policy.call(partial(registry.get_manifest, image, digest), f"read {image}@{digest}")
+    if manifest is None or not manifest.is_index:
+        return [digest]
+    entry = select_manifest(manifest.json(), platform)
+    if entry is None:
+        raise SignatureError(f"{image.with_digest(digest)} has no image for {platform}; nothing was pulled.")
+    return [str(entry["digest"]), digest]
+
+
+def every_digest(registry: ManifestReader, policy: RetryPolicy, image: ImageName, digest: str) -> list[str]:
+    """The digest and, for an index, each platform manifest it lists: all a consumer may pull."""
+    manifest, _ = policy.call(partial(registry.get_manifest, image, digest), f"read {image}@{digest}")
+    if manifest is None or not manifest.is_index:
+        return [digest]
+    entries = [entry for entry in manifest.json().get("manifests") or [] if isinstance(entry, dict)]
+    return [digest, *(str(entry["digest"]) for entry in entries if "digest" in entry and not is_attestation(entry))]
+
+
+def signature_verifier(
+    check: SignatureCheck, env: Mapping[str, str], console: Console, policy: RetryPolicy, *, sha: str
+) -> SignatureVerifier | None:
+    """The verifier a consumer's inputs ask for, or None; keyless expects this repository's workflows."""
+    if not check.on:
+        return None
+    repository = env.get("GITHUB_REPOSITORY", "")
+    if check.mode is VerifyMode.KEYLESS and not (check.identity_regexp or repository):
+        raise InputError(
+            "input 'verify-signature' is keyless, but nothing names the repository whose workflows must have "
+            "signed: set certificate-identity-regexp (or run in GitHub Actions, which sets GITHUB_REPOSITORY)."
+        )
+    identity = check.identity(
+        server_url=env.get("GITHUB_SERVER_URL", "https://github.com"), repository=repository, sha=sha
+    )
+    return SignatureVerifier(Cosign.find(env, console.redact), check, identity, policy, console)
