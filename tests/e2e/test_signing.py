@@ -15,6 +15,7 @@ import registry_api
 from action_run import Run, run_on_fixture
 from build_contexts import scratch_context, unique
 from events import runner_env
+from faultproxy import FaultProxy, Status
 from registry_server import RegistryServer
 
 FAST = {"retry-wait-seconds": "0.1", "retry-attempts": "3", "timeout-minutes": "2"}
@@ -322,3 +323,23 @@ def test_consume_refuses_a_tag_moved_after_signing(
     (error,) = run.errors()
     assert f"{image}:release holds {moved.outputs['digest']}" in error
     assert not pulled(f"{image}@{moved.outputs['digest']}")
+
+
+# --- faults -------------------------------------------------------------------------------------------------
+
+
+def test_a_registry_fault_while_the_signature_is_pushed_is_retried_without_a_duplicate(
+    fault_proxy: FaultProxy, registry: RegistryServer, keys: KeyPair, workdir: Path
+) -> None:
+    repo = unique("sign-fault")
+    # More failures than cosign retries by itself, so that buildonce's own retry has to check and sign again.
+    rule = fault_proxy.add_rule(Status(503), method="PUT", path=r"/manifests/sha256-[0-9a-f]+\.sig", times=4)
+    run = build(workdir, f"{fault_proxy.address}/{repo}", keys)
+    assert run.code == 0, run.log
+    assert rule.hits == 4
+    assert "Retrying" in run.log
+    digest = run.outputs["digest"]
+    for target in [digest, *platform_digests(registry.address, repo, digest)]:
+        assert signature_count(registry.address, repo, target) == 1, target
+        checked = cosign_verify(f"{registry.address}/{repo}@{target}", keys.public)
+        assert checked.returncode == 0, checked.stderr
