@@ -3,12 +3,14 @@ cosign, with a key pair generated for the session (no transparency log: nothing 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import registry_api
@@ -17,6 +19,7 @@ from build_contexts import scratch_context, unique
 from events import runner_env
 from faultproxy import FaultProxy, Status
 from registry_server import RegistryServer
+from sbom_scanner import scanner_image
 
 FAST = {"retry-wait-seconds": "0.1", "retry-attempts": "3", "timeout-minutes": "2"}
 PASSWORD = "correct horse battery staple"
@@ -343,3 +346,70 @@ def test_a_registry_fault_while_the_signature_is_pushed_is_retried_without_a_dup
         assert signature_count(registry.address, repo, target) == 1, target
         checked = cosign_verify(f"{registry.address}/{repo}@{target}", keys.public)
         assert checked.returncode == 0, checked.stderr
+
+
+# --- attestations ------------------------------------------------------------------------------------------
+
+
+def cosign_verify_attestation(reference: str, public: Path, kind: str) -> list[dict[str, Any]]:
+    checked = subprocess.run(
+        [
+            "cosign",
+            "verify-attestation",
+            "--key",
+            str(public),
+            "--insecure-ignore-tlog=true",
+            "--type",
+            kind,
+            reference,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 0, (reference, kind, checked.stderr)
+    statements: list[dict[str, Any]] = []
+    for line in checked.stdout.splitlines():
+        envelope = json.loads(line)
+        statements.append(json.loads(base64.b64decode(envelope["payload"])))
+    return statements
+
+
+@pytest.fixture(scope="session")
+def scanner(busybox_image: str) -> str:
+    return scanner_image(busybox_image)
+
+
+def test_provenance_and_sbom_are_attested_per_platform(
+    registry: RegistryServer, keys: KeyPair, workdir: Path, scanner: str
+) -> None:
+    repo = unique("attested")
+    image = f"{registry.address}/{repo}"
+    inputs = {"platforms": "linux/amd64,linux/arm64", "sbom": f"generator={scanner}", "provenance": "mode=max"}
+    run = build(workdir, image, keys, inputs)
+    assert run.code == 0, run.log
+    digest = run.outputs["digest"]
+    platforms = platform_digests(registry.address, repo, digest)
+    assert len(platforms) == 2
+    refs = run.outputs["attestation-refs"].splitlines()
+    assert len(refs) == 4
+    for target in platforms:
+        reference = f"{image}@{target}"
+        (provenance,) = cosign_verify_attestation(reference, keys.public, "slsaprovenance02")
+        assert provenance["subject"][0]["digest"]["sha256"] == target.removeprefix("sha256:")
+        assert provenance["predicate"]["buildType"]
+        (sbom,) = cosign_verify_attestation(reference, keys.public, "spdxjson")
+        files = {entry["fileName"] for entry in sbom["predicate"]["files"]}
+        assert files == {"./hello.txt"}
+        assert f"{image}:{target.replace(':', '-')}.att (slsaprovenance02)" in refs
+        assert signature_count(registry.address, repo, target, "att") == 2
+    # The index itself carries no SBOM: one per platform, never one for the whole.
+    assert signature_count(registry.address, repo, digest, "att") == 0
+
+    again = build(workdir, image, keys, inputs)
+    assert again.code == 0, again.log
+    assert "nothing written" in again.summary
+    for target in platforms:
+        assert signature_count(registry.address, repo, target, "att") == 2
+        assert signature_count(registry.address, repo, target) == 1
