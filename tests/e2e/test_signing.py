@@ -4,6 +4,7 @@ cosign, with a key pair generated for the session (no transparency log: nothing 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -413,3 +414,49 @@ def test_provenance_and_sbom_are_attested_per_platform(
     for target in platforms:
         assert signature_count(registry.address, repo, target, "att") == 2
         assert signature_count(registry.address, repo, target) == 1
+
+
+# --- the artifact ------------------------------------------------------------------------------------------
+
+
+def test_a_signed_artifact_is_verified_before_loading_and_a_tampered_one_refused(
+    registry: RegistryServer, keys: KeyPair, workdir: Path
+) -> None:
+    image = f"{registry.address}/{unique('signed-artifact')}"
+    built = build(workdir, image, keys, {"artifact": "true"})
+    assert built.code == 0, built.log
+    tar = Path(built.outputs["artifact-path"])
+    bundle = tar.with_name(tar.name + ".sigstore.json")
+    assert bundle.is_file()
+    argv = ["cosign", "verify-blob", "--key", str(keys.public), "--insecure-ignore-tlog=true", "--bundle", str(bundle)]
+    checked = subprocess.run(
+        [*argv, str(tar)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    forget_locally(built)
+    from_tar = {"source": "artifact", "artifact-path": str(tar), "tag": built.outputs["immutable-tag"], "sha": SHA}
+    run = consume(workdir, image, keys.public, from_tar)
+    assert run.code == 0, run.log
+    assert f"Signature verified: {tar.name}" in run.log
+
+    # Someone who can change the tar and its checksum still cannot sign it with the key.
+    forget_locally(built)
+    with tar.open("ab") as handle:
+        handle.write(b"\0" * 1024)
+    digest = hashlib.sha256(tar.read_bytes()).hexdigest()
+    tar.with_name(tar.name + ".sha256").write_text(f"{digest}  {tar.name}\n")
+    tampered = consume(workdir, image, keys.public, from_tar)
+    assert tampered.code == 1, tampered.log
+    (error,) = tampered.errors()
+    assert f"the artifact {tar} is not signed by the key {keys.public}" in error
+    assert "Nothing was loaded" in error
+    assert "::group::Load" not in tampered.log
+
+    bundle.unlink()
+    unsigned = consume(workdir, image, keys.public, from_tar)
+    assert unsigned.code == 1
+    assert "has no signature bundle" in unsigned.errors()[0]
