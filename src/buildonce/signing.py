@@ -133,6 +133,13 @@ def decide(options: SignOptions, *, pushed: bool, fork: bool, oidc: bool) -> Dec
     return Decision(False, False, "no 'sign-key' and no OIDC token (grant 'id-token: write' to sign keyless)")
 
 
+def default_provenance(private: bool | None) -> str:
+    """BuildKit's provenance for a signed image when the 'provenance' input is empty: everything (mode=max)
+    for a public repository, whose build is public anyway; for a private one, or when the event does not
+    tell, mode=min, which leaves out the build's arguments and sources."""
+    return "mode=max" if private is False else "mode=min"
+
+
 @dataclass(frozen=True)
 class Identity:
     """Whom a signature must come from: a public key, or a keyless certificate's issuer and subject."""

@@ -44,6 +44,7 @@ from buildonce.plan import Plan, describe, make_plan
 from buildonce.references import Reference
 from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
+from buildonce.signing import default_provenance
 
 if TYPE_CHECKING:
     # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
@@ -74,7 +75,11 @@ def run(call: Invocation) -> None:
     policy = retry_policy(options.retry, console)
     commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
     origin = origin_of(context, plan.subject.sha, options.plan.label_namespace)
-    check_before_build(options.sign, origin, call.env, console, pushing=plan.push.value)
+    if (
+        check_before_build(options.sign, origin, call.env, console, pushing=plan.push.value).sign
+        and not options.provenance
+    ):
+        options = replace(options, provenance=default_provenance(context.repository.private))
 
     with ExitStack() as stack:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)

@@ -24,6 +24,7 @@ from buildonce.oci import is_attestation, select_manifest
 from buildonce.plan import foreign_code
 from buildonce.signing import (
     PREDICATE_TYPES,
+    Decision,
     Identity,
     SignatureCheck,
     SignatureFormat,
@@ -491,7 +492,7 @@ def origin_of(context: Context, sha: str, namespace: str) -> Origin:
 
 def check_before_build(
     options: SignOptions, origin: Origin, env: Mapping[str, str], console: Console, *, pushing: bool
-) -> None:
+) -> Decision:
     """Mask the key's password, and refuse signing that cannot work (settings that contradict each other, no
     cosign) before anything is built or pushed."""
     if env.get("COSIGN_PASSWORD"):
@@ -499,6 +500,7 @@ def check_before_build(
     decision = decide(options, pushed=pushing, fork=origin.fork, oidc=bool(env.get(OIDC_VARIABLE)))
     if decision.sign:
         Cosign.find(env)
+    return decision
 
 
 def digests_to_verify(
