@@ -117,10 +117,10 @@ def decide(options: SignOptions, *, pushed: bool, fork: bool, oidc: bool) -> Dec
     get an OIDC token (``permissions: id-token: write``); never an image that was not pushed, nor a fork's."""
     if options.mode is SignMode.FALSE:
         return Decision(False, False, "set by the 'sign' input")
-    if not pushed:
-        return Decision(False, False, "the image was not pushed")
     if fork:
         return Decision(False, False, "a fork's image is never signed")
+    if not pushed:
+        return Decision(False, False, "the image was not pushed")
     if options.key:
         return Decision(True, False, "with the key of 'sign-key'")
     if oidc:

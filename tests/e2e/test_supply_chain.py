@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cosign_standin
 import pytest
 import registry_api
 from action_run import Run, run_on_fixture
@@ -460,3 +461,77 @@ def test_a_signed_artifact_is_verified_before_loading_and_a_tampered_one_refused
     unsigned = consume(workdir, image, keys.public, from_tar)
     assert unsigned.code == 1
     assert "has no signature bundle" in unsigned.errors()[0]
+
+
+# --- keyless, by recorded arguments ------------------------------------------------------------------------
+# Keyless signing needs the job's OIDC token, Fulcio and Rekor; none can run on loopback. A stand-in cosign on
+# PATH records the arguments buildonce gives it (and plays back the signatures it "wrote"), against a real
+# build and registry.
+
+OIDC = {"ACTIONS_ID_TOKEN_REQUEST_URL": "http://127.0.0.1:9/token", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t"}
+IDENTITY = r"^https://github\.com/acme/widget/\.github/workflows/[^@]+@refs/.+$"
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    log = tmp_path / "cosign-calls.jsonl"
+    cosign_standin.install(tmp_path / "standin-bin", log)
+    return {"PATH": f"{tmp_path / 'standin-bin'}:{os.environ['PATH']}", **OIDC}, log
+
+
+def test_keyless_signing_passes_cosign_the_token_and_expects_this_repository_s_identity(
+    registry: RegistryServer, workdir: Path, standin: tuple[dict[str, str], Path]
+) -> None:
+    env, log = standin
+    repo = unique("keyless")
+    image = f"{registry.address}/{repo}"
+    run = run_on_fixture("build", workdir, "push-default", {"images": image, **FAST}, env=env)
+    assert run.code == 0, run.log
+    assert run.outputs["signed"] == "true"
+    assert run.outputs["cosign-version"] == "v2.5.0-standin"
+    digest = run.outputs["digest"]
+    refs = [f"{image}@{d}" for d in [digest, *platform_digests(registry.address, repo, digest)]]
+    (sign,) = cosign_standin.calls(log, "sign")
+    assert sign["oidc"] is True
+    assert sign["argv"][:2] == ["sign", "--yes"]
+    assert "--key" not in sign["argv"]
+    assert sign["argv"][-len(refs) :] == refs
+    assert f"dev.buildonce.commit={SHA}" in sign["argv"]
+    for verify in cosign_standin.calls(log, "verify"):
+        argv = verify["argv"]
+        assert argv[argv.index("--certificate-oidc-issuer") + 1] == "https://token.actions.githubusercontent.com"
+        assert argv[argv.index("--certificate-identity-regexp") + 1] == IDENTITY
+        assert argv[argv.index("--certificate-github-workflow-sha") + 1] == SHA
+    assert "--certificate-identity-regexp" in run.outputs["verify-command"]
+
+    # A re-run finds the signatures there (as the stand-in plays them back) and signs nothing.
+    again = run_on_fixture("build", workdir, "push-default", {"images": image, **FAST}, env=env)
+    assert again.code == 0, again.log
+    assert len(cosign_standin.calls(log, "sign")) == 1
+
+    consumed = run_on_fixture(
+        "consume",
+        workdir,
+        "push-default",
+        {"image": image, "tag": run.outputs["immutable-tag"], "sha": SHA, "verify-signature": "keyless", **FAST},
+        env=env,
+    )
+    assert consumed.code == 0, consumed.log
+    checked = [call["argv"] for call in cosign_standin.calls(log, "verify")][-2:]
+    assert {argv[-1] for argv in checked} == {refs[0], refs[1]}
+    for argv in checked:
+        assert argv[argv.index("--certificate-identity-regexp") + 1] == IDENTITY
+        assert argv[argv.index("--certificate-github-workflow-sha") + 1] == SHA
+
+
+def test_a_fork_s_image_is_never_signed_even_with_a_token(
+    registry: RegistryServer, workdir: Path, standin: tuple[dict[str, str], Path]
+) -> None:
+    env, log = standin
+    run = run_on_fixture(
+        "build", workdir, "pull-request-fork", {"images": f"{registry.address}/{unique('fork')}", **FAST}, env=env
+    )
+    assert run.code == 0, run.log
+    assert run.outputs["signed"] == "false"
+    assert "a fork's image is never signed" in run.summary
+    assert cosign_standin.calls(log) == []
