@@ -117,9 +117,12 @@ class Signed:
     verify_command: str = ""
     cosign_version: str = ""
     reason: str = ""
+    subject_name: str = ""
+    """The first image's name: what an attestation of the digest (GitHub's too) names as its subject."""
 
     def outputs(self) -> dict[str, str]:
         return {
+            "subject-name": self.subject_name,
             "signed": "true" if self.signed else "false",
             "signature-refs": "\n".join(self.signature_refs),
             "attestation-refs": "\n".join(self.attestation_refs),
@@ -454,8 +457,9 @@ def sign_published(
     say why not. ``cosign`` is for the tests; by default the one on PATH."""
     decision = decide(options, pushed=bool(digest), fork=origin.fork, oidc=bool(env.get(OIDC_VARIABLE)))
     blob = decide(options, pushed=True, fork=origin.fork, oidc=bool(env.get(OIDC_VARIABLE)))
+    subject = images[0].name if images else ""
     if not (decision.sign or (artifact is not None and blob.sign)):
-        return Signed(reason=decision.reason)
+        return Signed(reason=decision.reason, subject_name=subject)
     password = env.get("COSIGN_PASSWORD", "")
     if password:
         console.mask(password)
@@ -475,6 +479,7 @@ def sign_published(
             bundle = sign_blob(tool, artifact, signer_of(options, origin, blob.keyless), tlog=options.tlog)
             result.written.append(f"artifact bundle {bundle.name}")
             console.info(f"Signed the artifact: {bundle}")
+    result.subject_name = subject
     return result
 
 
