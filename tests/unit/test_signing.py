@@ -5,22 +5,30 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fakes import IMAGE as FAKE_IMAGE
+from fakes import SHA as FAKE_SHA
+from fakes import FakeEngine, FakeRegistry, manifest_for
 
-from buildonce.commands.sign import Request, Signer, Target
+from buildonce.commands.consume import Consumer
+from buildonce.commands.consume import Target as ConsumeTarget
+from buildonce.commands.sign import Request, SignatureVerifier, Signer, Target
 from buildonce.docker.cosign import Cosign, Result
-from buildonce.errors import InputError, RegistryError, SigningError, VerificationError
+from buildonce.errors import InputError, RegistryError, SignatureError, SigningError, VerificationError
 from buildonce.github.workflow import Console, Inputs
+from buildonce.labels import Keys
 from buildonce.oci import OCI_INDEX, OCI_MANIFEST, Manifest
-from buildonce.references import parse_image_name
+from buildonce.references import ImageName, parse_image_name
 from buildonce.retry import RetryPolicy
 from buildonce.signing import (
     GITHUB_ISSUER,
     Identity,
+    SignatureCheck,
     SignatureFormat,
     SignMode,
     SignOptions,
@@ -343,3 +351,56 @@ def test_targets_of_a_single_manifest_are_just_it(tmp_path: Path) -> None:
     index, targets = step._targets(IMAGE, single.digest)
     assert index is None
     assert targets == [Target(IMAGE, single.digest)]
+
+
+# --- the action's install decision --------------------------------------------------------------------------
+
+SIGNING_SCRIPT = Path(__file__).resolve().parents[2] / "action" / "signing.sh"
+
+
+@pytest.mark.parametrize(
+    ("sign", "key", "token", "install"),
+    [
+        ("auto", "", "", "false"),
+        ("auto", "env://K", "", "true"),
+        ("auto", "", "https://token.invalid", "true"),
+        ("true", "", "", "true"),
+        ("false", "env://K", "https://token.invalid", "false"),
+        ("TRUE", "", "", "true"),
+    ],
+)
+def test_the_action_installs_cosign_only_when_the_job_will_sign(
+    tmp_path: Path, sign: str, key: str, token: str, install: str
+) -> None:
+    output = tmp_path / "output"
+    env = {"PATH": "/usr/bin:/bin", "GITHUB_OUTPUT": str(output), "INPUT_SIGN": sign, "INPUT_SIGN_KEY": key}
+    if token:
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"] = token
+    subprocess.run(["bash", str(SIGNING_SCRIPT)], env=env, check=True, capture_output=True, timeout=30)
+    assert output.read_text() == f"install={install}\n"
+
+
+# --- consume: verified before the pull -----------------------------------------------------------------------
+
+
+def test_consume_checks_the_signature_before_pulling_and_pulls_nothing_when_it_fails() -> None:
+    registry = FakeRegistry()
+    built = manifest_for(FAKE_SHA)
+    registry.tags[(FAKE_IMAGE, "main")] = registry.store(built, FAKE_SHA)
+    engine = FakeEngine(registry)
+    policy = RetryPolicy(attempts=2, wait_seconds=0, sleep=lambda _: None)
+    cosign = FakeCosign()
+    check = SignatureCheck(VerifyMode.KEY, key="cosign.pub", tlog=False)
+    verifier = SignatureVerifier(cosign, check, Identity(key="cosign.pub"), policy, Console(io.StringIO()))
+    taker = Consumer(engine, registry, policy, Keys(), True, Console(io.StringIO()), signatures=verifier)
+    wanted = ConsumeTarget(ImageName(FAKE_IMAGE), ("main",), "", FAKE_SHA)
+    with pytest.raises(SignatureError, match=f"{FAKE_IMAGE}:main holds {built.digest}"):
+        taker.from_registry(wanted)
+    assert engine.pulled == []
+    (verify,) = cosign.calls
+    assert verify[-1] == f"{FAKE_IMAGE}@{built.digest}"
+    assert "--insecure-ignore-tlog=true" in verify
+
+    cosign.signed.add(f"{FAKE_IMAGE}@{built.digest}")
+    assert taker.from_registry(wanted).digest == built.digest
+    assert engine.pulled == [f"{FAKE_IMAGE}@{built.digest}"]
