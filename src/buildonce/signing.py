@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import shlex
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -209,12 +210,27 @@ def signature_check(inputs: Inputs) -> SignatureCheck:
         )
     regexp = inputs.get("certificate-identity-regexp").strip()
     if regexp:
-        try:
-            re.compile(regexp)
-        except re.error as exc:
-            raise InputError(f"input 'certificate-identity-regexp' is not a regular expression: {exc}.") from None
+        _check_regexp(regexp)
     issuer = inputs.get("certificate-oidc-issuer", defaults["certificate-oidc-issuer"]).strip() or GITHUB_ISSUER
     return SignatureCheck(mode, key, regexp, issuer, _switch(inputs, defaults, "verify-tlog"))
+
+
+def _check_regexp(regexp: str) -> None:
+    """Refuse what cannot be a regular expression before anything is pulled (cosign reads Go's RE2 syntax;
+    Python's is close enough to catch a broken one). Python's warnings about sets are not errors here."""
+    problem = "it spans several lines" if "\n" in regexp else ""
+    if not problem:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                re.compile(regexp)
+            except re.error as exc:
+                problem = str(exc)
+    if problem:
+        raise InputError(
+            f"input 'certificate-identity-regexp' is not a regular expression ({problem}); give one that matches "
+            "the signing workflow's identity, e.g. ^https://github\\.com/OWNER/REPO/\\.github/workflows/.+$."
+        )
 
 
 # --- cosign's command lines ---------------------------------------------------------------------------------

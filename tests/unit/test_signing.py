@@ -78,9 +78,15 @@ def test_verify_signature_key_needs_a_key() -> None:
     assert signature_check(inputs(verify_signature="key", verify_key="cosign.pub")).mode is VerifyMode.KEY
 
 
-def test_a_bad_identity_regexp_is_refused() -> None:
+@pytest.mark.parametrize("regexp", ["(unclosed", "[[", "^a$\n^b$"])
+def test_a_bad_identity_regexp_is_refused(regexp: str) -> None:
     with pytest.raises(InputError, match="certificate-identity-regexp"):
-        signature_check(inputs(verify_signature="keyless", certificate_identity_regexp="(unclosed"))
+        signature_check(inputs(verify_signature="keyless", certificate_identity_regexp=regexp))
+
+
+def test_a_regexp_python_only_warns_about_is_taken() -> None:
+    check = signature_check(inputs(verify_signature="keyless", certificate_identity_regexp="^[[a]x$"))
+    assert check.identity_regexp == "^[[a]x$"
 
 
 # --- decisions ----------------------------------------------------------------------------------------------

@@ -75,10 +75,8 @@ def run(call: Invocation) -> None:
     policy = retry_policy(options.retry, console)
     commit_epoch = int(context.commit_time.timestamp()) if context.commit_time else None
     origin = origin_of(context, plan.subject.sha, options.plan.label_namespace)
-    if (
-        check_before_build(options.sign, origin, call.env, console, pushing=plan.push.value).sign
-        and not options.provenance
-    ):
+    signing = check_before_build(options.sign, origin, call.env, console, pushing=plan.push.value)
+    if signing.sign and not options.provenance:  # the provenance that will be attested
         options = replace(options, provenance=default_provenance(context.repository.private))
 
     with ExitStack() as stack:
