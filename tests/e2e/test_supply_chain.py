@@ -20,7 +20,7 @@ from action_run import Run, run_on_fixture
 from build_contexts import scratch_context, unique
 from events import runner_env
 from faultproxy import FaultProxy, Status
-from registry_server import RegistryServer
+from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
 from sbom_scanner import scanner_image
 
 FAST = {"retry-wait-seconds": "0.1", "retry-attempts": "3", "timeout-minutes": "2"}
@@ -535,3 +535,44 @@ def test_a_fork_s_image_is_never_signed_even_with_a_token(
     assert run.outputs["signed"] == "false"
     assert "a fork's image is never signed" in run.summary
     assert cosign_standin.calls(log) == []
+
+
+def test_every_registry_the_image_went_to_gets_the_signatures_with_the_build_s_login(
+    registry: RegistryServer, auth_registry: RegistryServer, keys: KeyPair, workdir: Path, tmp_path: Path
+) -> None:
+    repo = unique("two-registries")
+    login = {"registry": auth_registry.address, "username": TEST_USER, "password": TEST_PASSWORD}
+    images = f"{registry.address}/{repo}\n{auth_registry.address}/{repo}"
+    run = build(workdir, images, keys, login)
+    assert run.code == 0, run.log
+    digest = run.outputs["digest"]
+    assert len(run.outputs["signature-refs"].splitlines()) == 4  # the index and its platform, twice
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    token = base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode()
+    (config / "config.json").write_text(json.dumps({"auths": {auth_registry.address: {"auth": token}}}))
+    for address in (registry.address, auth_registry.address):
+        checked = subprocess.run(
+            [
+                "cosign",
+                "verify",
+                "--key",
+                str(keys.public),
+                "--insecure-ignore-tlog=true",
+                f"{address}/{repo}@{digest}",
+            ],
+            env={**os.environ, "DOCKER_CONFIG": str(config)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert checked.returncode == 0, (address, checked.stderr)
+    consumed = consume(
+        workdir,
+        f"{auth_registry.address}/{repo}",
+        keys.public,
+        {"digest": digest, "sha": SHA, **login},
+    )
+    assert consumed.code == 0, consumed.log
+    assert consumed.log.count("Signature verified:") == 2

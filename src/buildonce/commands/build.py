@@ -132,6 +132,7 @@ def _sign(call: Invocation, options: BuildOptions, origin: Origin, policy: Retry
             digest=report.digest if report.pushed else "",
             images=list(dict.fromkeys(ref.image for ref in report.plan.references)),
             artifact=report.artifact.path if report.artifact else None,
+            login=options.login,
         )
     finally:
         registry.close()

@@ -200,7 +200,7 @@ def run(call: Invocation) -> None:
     )
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
-    signatures = signature_verifier(options.signature, call.env, console, policy, sha=target.sha)
+    signatures = signature_verifier(options.signature, call.env, console, policy, sha=target.sha, login=options.login)
     engine = Engine.connect(call.env)
     registry = open_registry(options.login, call.env, policy)
     consumer = Consumer(engine, registry, policy, Keys(options.label_namespace), options.check_freshness, console)

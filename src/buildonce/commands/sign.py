@@ -43,6 +43,7 @@ from buildonce.signing import (
 )
 
 if TYPE_CHECKING:
+    from buildonce.docker.config import Login
     from buildonce.docker.cosign import Result
     from buildonce.github.context import Context
     from buildonce.github.workflow import Console
@@ -452,6 +453,7 @@ def sign_published(
     images: Sequence[ImageName],
     artifact: Path | None = None,
     cosign: CosignAPI | None = None,
+    login: Login | None = None,
 ) -> Signed:
     """Sign a published digest in every repository it went to (and the artifact tar, when there is one), or
     say why not. ``cosign`` is for the tests; by default the one on PATH."""
@@ -463,7 +465,7 @@ def sign_published(
     password = env.get("COSIGN_PASSWORD", "")
     if password:
         console.mask(password)
-    tool = cosign or Cosign.find(env, console.redact)
+    tool = cosign or Cosign.find(env, console.redact, login)
     notes = signature_notes(origin.namespace, origin.sha, origin.run_url)
     commit_note = {f"{origin.namespace}.commit": origin.sha}
     with tempfile.TemporaryDirectory(prefix="buildonce-sign-", dir=env.get("RUNNER_TEMP") or None) as scratch:
@@ -531,7 +533,13 @@ def every_digest(registry: ManifestReader, policy: RetryPolicy, image: ImageName
 
 
 def signature_verifier(
-    check: SignatureCheck, env: Mapping[str, str], console: Console, policy: RetryPolicy, *, sha: str
+    check: SignatureCheck,
+    env: Mapping[str, str],
+    console: Console,
+    policy: RetryPolicy,
+    *,
+    sha: str,
+    login: Login | None = None,
 ) -> SignatureVerifier | None:
     """The verifier a consumer's inputs ask for, or None; keyless expects this repository's workflows."""
     if not check.on:
@@ -545,4 +553,4 @@ def signature_verifier(
     identity = check.identity(
         server_url=env.get("GITHUB_SERVER_URL", "https://github.com"), repository=repository, sha=sha
     )
-    return SignatureVerifier(Cosign.find(env, console.redact), check, identity, policy, console)
+    return SignatureVerifier(Cosign.find(env, console.redact, login), check, identity, policy, console)

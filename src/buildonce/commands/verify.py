@@ -36,7 +36,7 @@ def run(call: Invocation) -> None:
         raise InputError(f"input 'image': {reference!r} has an invalid digest; use name@sha256:<64 hex digits>.")
     image = parse_image_name(name, source="image")
     policy = retry_policy(options.retry, console)
-    signatures = signature_verifier(options.signature, call.env, console, policy, sha=sha)
+    signatures = signature_verifier(options.signature, call.env, console, policy, sha=sha, login=options.login)
     registry = open_registry(options.login, call.env, policy)
     try:
         labels, resolved, source = find_labels(

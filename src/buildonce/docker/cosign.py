@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildonce.docker.buildx import docker_config_with_login
+from buildonce.docker.config import Login
 from buildonce.errors import RegistryError, SigningError
 
 INSTALL_HINT = (
@@ -56,31 +58,39 @@ class Cosign:
     binary: str
     env: Mapping[str, str]
     redact: Callable[[str], str] = field(default=lambda text: text)
+    login: Login | None = None
+    """The inputs' registry login: cosign reads it from a private Docker config, as buildx does."""
     _help: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def find(cls, env: Mapping[str, str], redact: Callable[[str], str] = lambda text: text) -> Cosign:
+    def find(
+        cls, env: Mapping[str, str], redact: Callable[[str], str] = lambda text: text, login: Login | None = None
+    ) -> Cosign:
         binary = shutil.which("cosign", path=env.get("PATH"))
         if binary is None:
             raise SigningError(f"signing is on, but cosign is not on PATH. {INSTALL_HINT}")
-        return cls(binary, env, redact)
+        return cls(binary, env, redact, login)
 
     def run(self, args: Sequence[str], *, timeout: float) -> Result:
         try:
-            done = subprocess.run(
-                [self.binary, *args],
-                env=dict(self.env),
-                stdin=subprocess.DEVNULL,  # never a password prompt
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
+            with docker_config_with_login(self.env, self.login) as env:
+                done = self._run(args, env, timeout)
         except FileNotFoundError:
             raise SigningError(f"cosign ({self.binary}) cannot be run. {INSTALL_HINT}") from None
         except subprocess.TimeoutExpired:
             raise RegistryError(f"cosign {args[0]} did not finish within {timeout:.0f} s", transient=True) from None
         return Result(done.returncode, self.redact(done.stdout), self.redact(done.stderr))
+
+    def _run(self, args: Sequence[str], env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.binary, *args],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,  # never a password prompt
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def version(self) -> str:
         result = self.run(["version", "--json"], timeout=30)
