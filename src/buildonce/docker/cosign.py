@@ -68,7 +68,7 @@ class Cosign:
     ) -> Cosign:
         binary = shutil.which("cosign", path=env.get("PATH"))
         if binary is None:
-            raise SigningError(f"signing is on, but cosign is not on PATH. {INSTALL_HINT}")
+            raise SigningError(f"cosign is not on PATH, and signing (or verify-signature) needs it. {INSTALL_HINT}")
         return cls(binary, env, redact, login)
 
     def run(self, args: Sequence[str], *, timeout: float) -> Result:
