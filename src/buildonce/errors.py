@@ -65,3 +65,15 @@ class ArtifactError(FatalError):
     """The image tar artifact is missing, corrupted or not the image expected."""
 
     title = "Artifact"
+
+
+class SigningError(FatalError):
+    """cosign is missing, or could not sign, attest or verify."""
+
+    title = "Signing"
+
+
+class SignatureError(FatalError):
+    """An image or artifact is not signed by the key or identity required."""
+
+    title = "Signature verification"

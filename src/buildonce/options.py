@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -31,6 +31,14 @@ from buildonce.references import (
     looks_like_reference,
     parse_image_name,
     parse_reference,
+)
+from buildonce.signing import (
+    SIGN_INPUTS,
+    VERIFY_SIGNATURE_INPUTS,
+    SignatureCheck,
+    SignOptions,
+    sign_options,
+    signature_check,
 )
 from buildonce.tags import PrSha, TagPolicy
 
@@ -88,6 +96,7 @@ BUILD_INPUTS: dict[str, str] = {
     "artifact-dir": "",
     "artifact-compression": "none",
     "distribute": "none",
+    **SIGN_INPUTS,
 }
 PLAN_COMMAND_INPUTS: dict[str, str] = {
     **PLAN_INPUTS,
@@ -119,6 +128,7 @@ CONSUME_INPUTS: dict[str, str] = {
     "platform": "",
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
+    **VERIFY_SIGNATURE_INPUTS,
 }
 VERIFY_INPUTS: dict[str, str] = {
     "image": "",
@@ -126,6 +136,7 @@ VERIFY_INPUTS: dict[str, str] = {
     "label-namespace": DEFAULT_NAMESPACE,
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
+    **VERIFY_SIGNATURE_INPUTS,
 }
 
 _TRUE = frozenset({"true", "True", "TRUE"})
@@ -429,6 +440,7 @@ class BuildOptions:
     compression: Compression
     distribute: Distribute = Distribute.NONE
     reuse: Reuse = Reuse.AUTO
+    sign: SignOptions = field(default_factory=SignOptions)
 
     @property
     def source_date_epoch(self) -> int | None:
@@ -466,6 +478,7 @@ def build_options(inputs: Inputs) -> BuildOptions:
         compression=_choice(inputs, defaults, "artifact-compression", Compression),
         distribute=_choice(inputs, defaults, "distribute", Distribute),
         reuse=_choice(inputs, defaults, "reuse", Reuse),
+        sign=sign_options(inputs),
     )
 
 
@@ -508,6 +521,7 @@ class ConsumeOptions:
     retry: RetryOptions
     login: Login | None
     platform: str = ""
+    signature: SignatureCheck = field(default_factory=SignatureCheck)
 
 
 def _digest(inputs: Inputs, name: str) -> str:
@@ -541,6 +555,7 @@ def consume_options(inputs: Inputs) -> ConsumeOptions:
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
         platform=check_platform(inputs.get("platform"), source="platform") if inputs.get("platform") else "",
+        signature=signature_check(inputs),
     )
 
 
@@ -551,6 +566,7 @@ class VerifyOptions:
     label_namespace: str
     retry: RetryOptions
     login: Login | None
+    signature: SignatureCheck = field(default_factory=SignatureCheck)
 
 
 def verify_options(inputs: Inputs) -> VerifyOptions:
@@ -565,6 +581,7 @@ def verify_options(inputs: Inputs) -> VerifyOptions:
         label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
+        signature=signature_check(inputs),
     )
 
 

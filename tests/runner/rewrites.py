@@ -15,9 +15,10 @@ The workflows in examples/workflows/ run as they are, except for what cannot exi
 
 Actions that need the internet resolve through act's ``--local-repository`` to folders in stand-ins/ (each
 says in its action.yml what it does instead and why): docker/setup-qemu-action, docker/setup-buildx-action,
-docker/metadata-action, and the actions/upload-artifact, actions/download-artifact and actions/cache
-references pinned in action.yml and consume/action.yml. ``buildonce/buildonce@v1`` resolves to a copy of
-this work tree's action files. ``actions/checkout`` is act's own: it copies the repository under test.
+docker/metadata-action, and the actions/upload-artifact, actions/download-artifact, actions/cache,
+sigstore/cosign-installer and actions/attest-build-provenance references pinned in action.yml and
+consume/action.yml. ``buildonce/buildonce@v1`` resolves to a copy of this work tree's action files.
+``actions/checkout`` is act's own: it copies the repository under test.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from buildonce.commands.consume import Consumed
 from buildonce.commands.leg import LegReport
 from buildonce.commands.merge import MergeReport
 from buildonce.commands.prune import prune_outputs
+from buildonce.commands.sign import Signed
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Inputs
 from buildonce.legs import Leg
@@ -49,7 +50,7 @@ WORKFLOWS = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
 README = ROOT / "README.md"
 # Inputs that only the action itself uses, for the steps around buildonce.
 ACTION_ONLY_INPUTS = {
-    "build": {"artifact-retention-days": "1"},
+    "build": {"artifact-retention-days": "1", "github-attestation": "false"},
     "consume": {"artifact-name": "", "run-id": "", "github-token": ""},
     "merge": {},
     "plan": {},
@@ -273,6 +274,19 @@ def test_action_only_inputs_reach_their_steps() -> None:
     assert upload["with"]["retention-days"] == "${{ inputs.artifact-retention-days }}"
     assert upload["with"]["name"] == "${{ steps.build.outputs.artifact-name }}"
     assert upload["if"] == "steps.build.outputs.artifact-path != ''"
+    assert "${{ steps.build.outputs.artifact-path }}.sigstore.json" in upload["with"]["path"]
+    build = load(ACTIONS["build"])
+    attest = next(step for step in build["runs"]["steps"] if "attest-build-provenance" in step.get("uses", ""))
+    assert attest["if"] == "inputs.github-attestation == 'true' && steps.build.outputs.pushed == 'true'"
+    # The digest buildonce verified in the registry, never one parsed from a log; kept off the registry.
+    assert attest["with"]["subject-digest"] == "${{ steps.build.outputs.digest }}"
+    assert attest["with"]["subject-name"] == "${{ steps.build.outputs.subject-name }}"
+    assert attest["with"]["push-to-registry"] is False
+    steps = [step.get("id") or step.get("name") for step in build["runs"]["steps"]]
+    assert steps.index("signing") < steps.index("Install cosign") < steps.index("build")
+    install = next(step for step in build["runs"]["steps"] if step.get("name") == "Install cosign")
+    assert install["if"] == "steps.signing.outputs.install == 'true'"
+    assert install["with"]["cosign-release"] == "v2.5.0"
     consume = load(ACTIONS["consume"])
     download = step_by_id(consume, "download")
     assert download["uses"].startswith("actions/download-artifact@")
@@ -318,13 +332,14 @@ def a_plan() -> Plan:
 
 
 def build_step_outputs() -> set[str]:
-    """A build's outputs, and a leg's (distribute: leg), which are a build's and the leg's own."""
+    """A build's outputs (the signing step's among them), and a leg's (distribute: leg), which are a build's
+    and the leg's own."""
     plan = a_plan()
     leg = Leg("linux/amd64", "a" * 40, "t", {"digest": "sha256:" + "a" * 64})
     leg_outputs = LegReport(plan, leg, reused=False, written=0, path=Path("leg.json")).outputs()
     build_outputs = BuildReport(plan=plan).outputs()
     assert set(build_outputs) <= set(leg_outputs)
-    return set(build_outputs) | set(leg_outputs)
+    return set(build_outputs) | set(leg_outputs) | set(Signed().outputs())
 
 
 def plan_step_outputs() -> set[str]:

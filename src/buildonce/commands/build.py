@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from buildonce.commands import Invocation, promote
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.publish import Existing, Publisher, TwinPushedError, commit_of, run_all
+from buildonce.commands.sign import Origin, Signed, check_before_build, origin_of, sign_published
 from buildonce.docker.buildx import (
     Builder,
     BuildOutcome,
@@ -44,17 +45,22 @@ from buildonce.plan import Plan, describe, make_plan
 from buildonce.references import Reference
 from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
+from buildonce.signing import default_provenance
 
 if TYPE_CHECKING:
     # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
     from buildonce.artifact import Artifact
     from buildonce.commands.seams import EngineAPI, RegistryAPI
+    from buildonce.github.context import Context
 
 SAVE_CHUNK = 1 << 20
 
 
-def _planned(call: Invocation, options: BuildOptions) -> tuple[Plan, int | None]:
-    """The plan, told in the log, and the commit's time as an epoch (the build's timestamps)."""
+def _planned(call: Invocation, options: BuildOptions) -> tuple[Context, Plan, int | None]:
+    """The event's context, the plan (told in the log), and the commit's time as an epoch (the build's
+    timestamps)."""
+    if call.env.get("COSIGN_PASSWORD"):  # masked before anything else is printed
+        call.console.mask(call.env["COSIGN_PASSWORD"])
     context = call.context(options.plan.default_branch)
     if options.source_date_epoch is not None:  # the build's timestamps, so the created label's too
         context = replace(context, commit_time=datetime.fromtimestamp(options.source_date_epoch, timezone.utc))
@@ -65,12 +71,12 @@ def _planned(call: Invocation, options: BuildOptions) -> tuple[Plan, int | None]
         console.warning(warning)
     if not plan.push.value and plan.push.reason != "set by the 'push' input":
         console.notice(f"Not pushing: {plan.push.reason}.", title="buildonce")
-    return plan, int(context.commit_time.timestamp()) if context.commit_time else None
+    return context, plan, int(context.commit_time.timestamp()) if context.commit_time else None
 
 
 def run(call: Invocation) -> None:
     options = build_options(call.inputs)
-    plan, commit_epoch = _planned(call, options)
+    context, plan, commit_epoch = _planned(call, options)
     console = call.console
     if options.distribute is Distribute.LEG:
         from buildonce.commands.leg import run_leg
@@ -82,6 +88,7 @@ def run(call: Invocation) -> None:
     builder = find_builder(options.builder, call.env)
     output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
     policy = retry_policy(options.retry, console)
+    options, origin = _with_signing(call, options, context, plan)
     keyed = promote.keyed(options, plan, cwd, f"{output.value} ({builder.driver or 'unknown'} driver)", console)
     options, plan, key = keyed.options, keyed.plan, keyed.key
 
@@ -96,8 +103,8 @@ def run(call: Invocation) -> None:
             early = prepare(call.env, options, plan, console, policy, connect=lambda: (engine, registry))
             stack.callback(early.close)
             found = promote.without_build(early, key or "")
-        if found is not None:
-            _finish(call, found, early, options)
+        if found is not None and early is not None:
+            _finish(call, found, early, options, origin)
             return
         # The engine, the login and the immutable-tag check run beside the build rather than before it:
         # they cost a registry round trip or two (and the SDK's import), the build rarely less. If the
@@ -133,7 +140,17 @@ def run(call: Invocation) -> None:
         existing = None if options.rebuild else job.existing
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
         _record_key(report, keyed, job)
-        _finish(call, report, job, options)
+        _finish(call, report, job, options, origin)
+
+
+def _with_signing(call: Invocation, options: BuildOptions, context: Context, plan: Plan) -> tuple[BuildOptions, Origin]:
+    """Decide before the build whether it is signed: the provenance that will be attested is then part of what
+    is built (and of the build key)."""
+    origin = origin_of(context, plan.subject.sha, options.plan.label_namespace)
+    signing = check_before_build(options.sign, origin, call.env, call.console, pushing=plan.push.value)
+    if signing.sign and not options.provenance:
+        options = replace(options, provenance=default_provenance(context.repository.private))
+    return options, origin
 
 
 def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> None:
@@ -147,12 +164,34 @@ def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> Non
             promote.record_key(job.registry, job.policy, job.plan.images, report.digest, keyed.key)
 
 
-def _finish(call: Invocation, report: BuildReport, job: BuildJob | None, options: BuildOptions) -> None:
-    if job is not None and report.plan.artifact.value:
+def _finish(call: Invocation, report: BuildReport, job: BuildJob, options: BuildOptions, origin: Origin) -> None:
+    """Save the artifact, sign what was published (built, reused or promoted alike), write the outputs."""
+    if report.plan.artifact.value:
         report.artifact = job.save_artifact(_artifact_dir(options, call.env))
         call.console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
+    signed = _sign(call, options, origin, job.policy, report)
     call.console.info(f"digest: {report.digest or '(not pushed)'}")
-    call.finish(report.outputs(), report.summary())
+    call.finish({**report.outputs(), **signed.outputs()}, report.summary() + signed.summary_line() + "\n")
+
+
+def _sign(call: Invocation, options: BuildOptions, origin: Origin, policy: RetryPolicy, report: BuildReport) -> Signed:
+    """Hand the published digest (and the artifact) to the signing step."""
+    registry = open_registry(options.login, call.env, policy)
+    try:
+        return sign_published(
+            call.env,
+            call.console,
+            policy,
+            registry,
+            options=options.sign,
+            origin=origin,
+            digest=report.digest if report.pushed else "",
+            images=list(dict.fromkeys(ref.image for ref in report.plan.references)),
+            artifact=report.artifact.path if report.artifact else None,
+            login=options.login,
+        )
+    finally:
+        registry.close()
 
 
 def prepare(

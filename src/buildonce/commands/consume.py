@@ -18,6 +18,7 @@ from buildonce.artifact import verify as verify_artifact
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.seams import EngineAPI, PullAPI, RegistryAPI
+from buildonce.commands.sign import SignatureVerifier, digests_to_verify, signature_verifier
 from buildonce.docker.buildx import docker_config_with_login
 from buildonce.docker.cli import CliPuller
 from buildonce.docker.ondemand import EngineOnDemand
@@ -102,6 +103,8 @@ class Consumer:
     console: Console
     platform: str = ""
     """The platform to pull from an index (input 'platform'); empty pulls the engine's own."""
+    signatures: SignatureVerifier | None = None
+    """Set when a signature is required: checked before anything is pulled or loaded."""
 
     def from_registry(self, target: Target) -> Consumed:
         """Resolve the tag, check the image's commit, then pull it by digest."""
@@ -125,6 +128,12 @@ class Consumer:
             if labels is None:
                 raise RegistryError(f"{reference} is not in the registry.")
             check_fresh(reference, labels, target.sha, self.keys)
+        if self.signatures is not None:
+            # On the very digests the engine will pull (its platform's manifest) and the index that lists it.
+            platform = self.platform or self.engine.platform
+            pulled = digests_to_verify(self.registry, self.policy, target.image, digest, platform)
+            found = f"{target.image.with_tag(tag)} holds {digest}" if tag else f"the digest given, {digest}"
+            self.signatures.image(target.image, pulled, found)
         with self.console.group(f"Pull {reference}"):
             self.policy.call_timed(
                 partial(self.puller.pull, target.image, digest, platform=self.platform), f"pull {reference}"
@@ -169,6 +178,8 @@ class Consumer:
         that it is that digest; check its commit; load it; then check that the engine's name now points at
         exactly that image. Nothing the engine held before is ever taken for the tar's image."""
         verify_artifact(path)
+        if self.signatures is not None:
+            self.signatures.blob(path)
         contents = scan_image_tar(path)
         engine = self.engine
         containerd, platform = engine.containerd_store, engine.platform
@@ -233,6 +244,7 @@ def run(call: Invocation) -> None:
     )
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
+    signatures = signature_verifier(options.signature, call.env, console, policy, sha=target.sha, login=options.login)
     with ExitStack() as stack:
         engine = EngineOnDemand(call.env)
         stack.callback(engine.close)
@@ -244,6 +256,7 @@ def run(call: Invocation) -> None:
         consumer = Consumer(
             CliPuller(cli_env), engine, registry, policy, keys, options.check_freshness, console, options.platform
         )
+        consumer.signatures = signatures
         consumed = _consume(consumer, options, target)
     if consumed is None:
         call.finish({"image": "", "digest": "", "source": "", "tag": "", "need-artifact": "true"})

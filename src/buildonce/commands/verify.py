@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
+from buildonce.commands.sign import every_digest, signature_verifier
 from buildonce.docker.engine import Engine
 from buildonce.errors import ContextError, FatalError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys, check_fresh
@@ -35,14 +36,19 @@ def run(call: Invocation) -> None:
         raise InputError(f"input 'image': {reference!r} has an invalid digest; use name@sha256:<64 hex digits>.")
     image = parse_image_name(name, source="image")
     policy = retry_policy(options.retry, console)
+    signatures = signature_verifier(options.signature, call.env, console, policy, sha=sha, login=options.login)
     registry = open_registry(options.login, call.env, policy)
     try:
         labels, resolved, source = find_labels(
             registry, partial(Engine.connect, call.env), policy, image, digest or tag or "latest", reference=reference
         )
+        check_fresh(reference, labels, sha, keys)
+        if signatures is not None:
+            if source != "registry" or not resolved:
+                raise VerificationError(f"{reference} is not in the registry, so its signature cannot be checked.")
+            signatures.image(image, every_digest(registry, policy, image, resolved), f"{reference} → {resolved}")
     finally:
         registry.close()
-    check_fresh(reference, labels, sha, keys)
     console.info(f"{reference} was built from {sha} ({source})")
     call.finish({"digest": resolved or "", "revision": labels.get(REVISION, ""), "source": source})
 

@@ -41,6 +41,8 @@ class Repository:
     description: str = ""
     license: str = ""
     default_branch: str = ""
+    private: bool | None = None
+    """As the payload tells; None when it does not."""
 
     @property
     def name(self) -> str:
@@ -190,6 +192,7 @@ def _repository(payload: Mapping[str, Any], env: Mapping[str, str]) -> Repositor
         license="" if spdx in ("", "NOASSERTION") else spdx,
         default_branch=_str(repo.get("default_branch"), "repository.default_branch")
         or _str(repo.get("master_branch"), "repository.master_branch"),
+        private=repo["private"] if isinstance(repo.get("private"), bool) else None,
     )
 
 

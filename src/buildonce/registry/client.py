@@ -555,6 +555,11 @@ class Registry:
             raise self._error(f"{name} lists {entry['digest']}, which {image.registry} does not have.", transient=True)
         return self._manifest_json(child, image, reference)
 
+    @_operation
+    def blob(self, image: ImageName, digest: str) -> bytes:
+        """A blob's exact bytes, checked against its digest (an attestation's in-toto statement, say)."""
+        return self._get_blob(image, digest, digest)
+
     def _get_blob(self, image: ImageName, digest: str, reference: str) -> bytes:
         what = f"read blob {digest} of {describe(image, reference)}"
         path = f"/v2/{image.repository}/blobs/{digest}"
