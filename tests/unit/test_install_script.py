@@ -237,7 +237,14 @@ def test_a_wheel_with_scripts_or_data_is_refused_rather_than_half_installed(tmp_
 # --- the action's steps -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [ROOT / "action.yml", ROOT / "consume" / "action.yml"], ids=["build", "consume"])
+ACTIONS = sorted([ROOT / "action.yml", *ROOT.glob("*/action.yml")])
+
+
+def test_every_action_of_the_project_is_checked_here() -> None:
+    assert {path.parent.name for path in ACTIONS} >= {"consume", "merge", "plan", "prune"}
+
+
+@pytest.mark.parametrize("path", ACTIONS, ids=[path.parent.name for path in ACTIONS])
 def test_the_wheels_are_found_then_restored_then_installed(path: Path) -> None:
     steps = yaml.safe_load(path.read_text())["runs"]["steps"]
     ids = [step.get("id", step.get("uses", "").split("@")[0]) for step in steps]
@@ -248,3 +255,10 @@ def test_the_wheels_are_found_then_restored_then_installed(path: Path) -> None:
     assert restore["with"] == {"path": "${{ steps.wheels.outputs.path }}", "key": "${{ steps.wheels.outputs.key }}"}
     assert re.fullmatch(r"actions/cache@[0-9a-f]{40}", restore["uses"])
     assert install_step["run"].endswith('install.sh"')
+    # The plan step installs when there is nothing to restore; the install step runs only when it did not.
+    assert install_step["if"] == "steps.wheels.outputs.python == ''"
+    python = "${{ steps.install.outputs.python || steps.wheels.outputs.python }}"
+    users = [step for step in steps if "BUILDONCE_PYTHON" in step.get("env", {})]
+    assert users, "no step runs buildonce"
+    assert all(step["env"]["BUILDONCE_PYTHON"] == python for step in users)
+    assert "steps.install.outputs.python }}" not in path.read_text().replace(python, "")
