@@ -108,6 +108,7 @@ MERGE_INPUTS: dict[str, str] = {
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
     "allow-overwrite": "false",
+    **SIGN_INPUTS,
 }
 CONSUME_INPUTS: dict[str, str] = {
     "image": "",
@@ -490,6 +491,7 @@ class MergeOptions:
     retry: RetryOptions
     login: Login | None
     allow_overwrite: bool
+    sign: SignOptions = field(default_factory=SignOptions)
 
 
 def merge_options(inputs: Inputs) -> MergeOptions:
@@ -500,6 +502,7 @@ def merge_options(inputs: Inputs) -> MergeOptions:
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
         allow_overwrite=_bool(inputs, defaults, "allow-overwrite"),
+        sign=sign_options(inputs),
     )
 
 

@@ -178,6 +178,45 @@ def test_multi_platform_build_signs_the_index_and_each_platform(
     assert len(run.outputs["signature-refs"].splitlines()) == 3
 
 
+def test_the_merge_of_legs_signs_the_index_and_each_platform_once(
+    registry: RegistryServer, keys: KeyPair, tmp_path: Path
+) -> None:
+    """Legs are never signed (the merge's index is what is tested and shipped); the merge signs the index and
+    each platform's image, and a second merge writes no second signature."""
+    repo = unique("signed-legs")
+    image = f"{registry.address}/{repo}"
+    legs = []
+    for platform in ("linux/amd64", "linux/arm64"):
+        workdir = tmp_path / platform.replace("/", "-")
+        scratch_context(workdir, f"hello from {platform}")
+        inputs = {"images": image, "platforms": platform, "distribute": "leg", **FAST, **signing_inputs(keys)}
+        leg = run_on_fixture("build", workdir, "push-default", inputs, env={"COSIGN_PASSWORD": PASSWORD})
+        assert leg.code == 0, leg.log
+        assert not leg.outputs.get("signed"), "a leg is not signed"
+        legs.append(leg.outputs["leg"])
+    merge_inputs = {
+        "images": image,
+        "platforms": "linux/amd64,linux/arm64",
+        "legs": "\n".join(legs),
+        **FAST,
+        **signing_inputs(keys),
+    }
+    for attempt in (1, 2):
+        workdir = tmp_path / f"merge-{attempt}"
+        workdir.mkdir()
+        merged = run_on_fixture("merge", workdir, "push-default", merge_inputs, env={"COSIGN_PASSWORD": PASSWORD})
+        assert merged.code == 0, merged.log
+        assert merged.outputs["signed"] == "true"
+        assert PASSWORD not in unmasked(merged.log, PASSWORD)
+    digest = merged.outputs["digest"]
+    platforms = platform_digests(registry.address, repo, digest)
+    assert len(platforms) == 2
+    for target in [digest, *platforms]:
+        checked = cosign_verify(f"{image}@{target}", keys.public)
+        assert checked.returncode == 0, (target, checked.stderr)
+        assert signature_count(registry.address, repo, target) == 1, target
+
+
 def test_not_signing_says_why(registry: RegistryServer, workdir: Path) -> None:
     run = build(workdir, f"{registry.address}/{unique('unsigned')}", None)
     assert run.code == 0, run.log

@@ -347,7 +347,8 @@ def plan_step_outputs() -> set[str]:
 
 
 def merge_step_outputs() -> set[str]:
-    return set(MergeReport(a_plan(), "sha256:" + "b" * 64, {}, reused=False, children=2).outputs())
+    merged = MergeReport(a_plan(), "sha256:" + "b" * 64, {}, reused=False, children=2).outputs()
+    return set(merged) | set(Signed().outputs())
 
 
 def consume_step_outputs() -> set[str]:

@@ -20,6 +20,7 @@ from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.publish import Existing, Publisher, commit_of, run_all
 from buildonce.commands.seams import RegistryAPI
+from buildonce.commands.sign import check_before_build, origin_of, sign_published
 from buildonce.errors import InputError, RegistryError, VerificationError
 from buildonce.labels import Keys, annotations_for
 from buildonce.legs import Leg, MergePlan, config_platform, index_annotations, leg_of_index, parse_legs, plan_merge
@@ -81,6 +82,8 @@ class MergeReport:
 def run(call: Invocation) -> None:
     options = merge_options(call.inputs)
     console = call.console
+    if call.env.get("COSIGN_PASSWORD"):  # masked before anything else is printed
+        console.mask(call.env["COSIGN_PASSWORD"])
     context = call.context(options.plan.default_branch)
     plan = make_plan(context, options.plan, now=datetime.now(timezone.utc))
     console.info(describe(plan))
@@ -91,6 +94,8 @@ def run(call: Invocation) -> None:
             f"input 'push': the merge publishes the legs' image, but this run does not push ({plan.push.reason})."
         )
     policy = retry_policy(options.retry, console)
+    origin = origin_of(context, plan.subject.sha, options.plan.label_namespace)
+    check_before_build(options.sign, origin, call.env, console, pushing=True)
     registry = open_registry(options.login, call.env, policy)
     keys = Keys(options.plan.label_namespace)
     try:
@@ -103,10 +108,22 @@ def run(call: Invocation) -> None:
             Publisher.for_plan(plan, console, registry, policy, keys, allow_overwrite=options.allow_overwrite),
         )
         report = merger.merge(merge)
+        # The index and each platform's image, as a single build's are: once per commit and key or identity.
+        signed = sign_published(
+            call.env,
+            console,
+            policy,
+            registry,
+            options=options.sign,
+            origin=origin,
+            digest=report.digest,
+            images=merger.repositories,
+            login=options.login,
+        )
     finally:
         registry.close()
     console.info(f"digest: {report.digest}")
-    call.finish(report.outputs(), report.summary())
+    call.finish({**report.outputs(), **signed.outputs()}, report.summary() + signed.summary_line() + "\n")
 
 
 @dataclass
