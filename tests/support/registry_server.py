@@ -85,7 +85,9 @@ class RegistryServer:
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
+            # The blob descriptor cache, as in the registry's own default config (Debian's included).
+            "storage:\n  cache:\n    blobdescriptor: inmemory\n"
+            f"  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.address}\n" + auth
         )
