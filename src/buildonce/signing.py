@@ -167,6 +167,23 @@ class Identity:
         )
 
 
+PULL_REQUEST_EVENTS = frozenset({"pull_request", "pull_request_target"})
+
+
+def workflow_commit(event_name: str, github_sha: str, consumed_sha: str) -> str:
+    """The commit a keyless signature's certificate names as its workflow's (``--certificate-github-workflow-sha``).
+
+    A pull request's run signs at GitHub's merge commit (or, for pull_request_target, the base's), which is
+    this job's GITHUB_SHA when it runs in that same event; a workflow_run's payload names the triggering run's
+    head, never its merge commit, so there the commit is not pinned (the identity stays this repository's and
+    the labels still name the commit consumed). Otherwise it is the commit consumed."""
+    if event_name in PULL_REQUEST_EVENTS:
+        return github_sha or consumed_sha
+    if event_name == "workflow_run":
+        return ""
+    return consumed_sha
+
+
 def workflow_identity_regexp(server_url: str, repository: str) -> str:
     """Any workflow of ``repository``, at any ref: what a keyless certificate of this repository's jobs names.
 

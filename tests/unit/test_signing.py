@@ -39,6 +39,7 @@ from buildonce.signing import (
     sign_options,
     signature_check,
     verify_args,
+    workflow_commit,
     workflow_identity_regexp,
 )
 
@@ -410,3 +411,35 @@ def test_consume_checks_the_signature_before_pulling_and_pulls_nothing_when_it_f
     cosign.signed.add(f"{FAKE_IMAGE}@{built.digest}")
     assert taker.from_registry(wanted).digest == built.digest
     assert engine.pulled == [f"{FAKE_IMAGE}@{built.digest}"]
+
+
+# --- the workflow commit a keyless certificate names -----------------------------------------------------------
+
+MERGE = "f" * 40
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ("push", SHA),
+        ("merge_group", SHA),
+        ("schedule", SHA),
+        # A pull request's run signs at GitHub's merge commit: this job's GITHUB_SHA in that same event.
+        ("pull_request", MERGE),
+        ("pull_request_target", MERGE),
+        # The triggering run may be a pull request's, whose merge commit the payload does not name: not pinned.
+        ("workflow_run", ""),
+    ],
+)
+def test_the_workflow_commit_is_the_one_the_signing_run_ran_at(event: str, expected: str) -> None:
+    assert workflow_commit(event, MERGE, SHA) == expected
+
+
+def test_keyless_verification_of_a_pull_request_pins_the_merge_commit_not_the_head() -> None:
+    sha = workflow_commit("pull_request", MERGE, SHA)
+    flags = SignatureCheck(VerifyMode.KEYLESS).identity(server_url="https://github.com", repository="a/w", sha=sha)
+    argv = flags.verify_flags()
+    assert argv[argv.index("--certificate-github-workflow-sha") + 1] == MERGE
+    assert SHA not in argv
+    unpinned = SignatureCheck(VerifyMode.KEYLESS).identity(server_url="https://github.com", repository="a/w", sha="")
+    assert "--certificate-github-workflow-sha" not in unpinned.verify_flags()

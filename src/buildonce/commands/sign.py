@@ -39,6 +39,7 @@ from buildonce.signing import (
     verify_args,
     verify_attestation_args,
     verify_blob_args,
+    workflow_commit,
     workflow_identity_regexp,
 )
 
@@ -541,7 +542,8 @@ def signature_verifier(
     sha: str,
     login: Login | None = None,
 ) -> SignatureVerifier | None:
-    """The verifier a consumer's inputs ask for, or None; keyless expects this repository's workflows."""
+    """The verifier a consumer's inputs ask for, or None; keyless expects this repository's workflows, at the
+    commit the signing run's workflow ran at (``workflow_commit``)."""
     if not check.on:
         return None
     repository = env.get("GITHUB_REPOSITORY", "")
@@ -550,7 +552,8 @@ def signature_verifier(
             "input 'verify-signature' is keyless, but nothing names the repository whose workflows must have "
             "signed: set certificate-identity-regexp (or run in GitHub Actions, which sets GITHUB_REPOSITORY)."
         )
+    workflow_sha = workflow_commit(env.get("GITHUB_EVENT_NAME", ""), env.get("GITHUB_SHA", ""), sha)
     identity = check.identity(
-        server_url=env.get("GITHUB_SERVER_URL", "https://github.com"), repository=repository, sha=sha
+        server_url=env.get("GITHUB_SERVER_URL", "https://github.com"), repository=repository, sha=workflow_sha
     )
     return SignatureVerifier(Cosign.find(env, console.redact, login), check, identity, policy, console)
