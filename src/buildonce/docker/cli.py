@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from buildonce.docker.messages import classify_push_error, settle_tag
+from buildonce.docker.messages import START_THE_ENGINE, classify_push_error, settle_tag
 from buildonce.errors import EngineError, RegistryError
 from buildonce.references import ImageName, Reference
 
@@ -84,10 +84,7 @@ class CliPuller:
 
     def _failure(self, reference: str, text: str, action: str) -> EngineError | RegistryError:
         if _unreachable(text):
-            return EngineError(
-                f"{action} {reference}: cannot reach the Docker engine ({text}). Start Docker on the runner "
-                "(or set DOCKER_HOST); locally, scripts/dev-env up starts one."
-            )
+            return EngineError(f"{action} {reference}: cannot reach the Docker engine ({text}). {START_THE_ENGINE}")
         return classify_push_error(reference, text.removeprefix("Error response from daemon: "), action)
 
 

@@ -22,7 +22,7 @@ import urllib3.exceptions
 from docker.utils import kwargs_from_env
 
 from buildonce.docker.config import Login, normalize_registry
-from buildonce.docker.messages import classify_push_error, settle_tag
+from buildonce.docker.messages import START_THE_ENGINE, classify_push_error, settle_tag
 from buildonce.errors import EngineError, RegistryError
 from buildonce.references import DIGEST_PATTERN, ImageName, Reference
 
@@ -56,10 +56,7 @@ class Engine:
             client = docker.APIClient(timeout=int(timeout), **kwargs_from_env(environment=dict(env)))
             client.ping()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EngineError(
-                f"cannot reach the Docker engine ({exc}). Start Docker on the runner (or set DOCKER_HOST); "
-                "locally, scripts/dev-env up starts one."
-            ) from None
+            raise EngineError(f"cannot reach the Docker engine ({exc}). {START_THE_ENGINE}") from None
         return cls(client, env)
 
     def info(self) -> dict[str, Any]:

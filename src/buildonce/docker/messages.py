@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from buildonce.errors import EngineError, RegistryError
 
 TAG_ATTEMPTS = 5
+START_THE_ENGINE = "Start Docker on the runner (or set DOCKER_HOST); locally, scripts/dev-env up starts one."
+"""What every failure to reach the engine says to do, from the SDK or the CLI."""
 
 # What the engine reports when a registry request fails: "unexpected status from PUT request to …: 503
 # Service Unavailable", "failed to do request: Put …: EOF", "…: read: connection reset by peer". A status
