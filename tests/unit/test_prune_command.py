@@ -60,7 +60,7 @@ class MemoryRegistry:
             raise RegistryError(f"{digest} answered HTTP 500", transient=True)
         return self.manifests.get(digest)
 
-    def read_blob(self, image: ImageName, digest: str) -> bytes:
+    def get_blob(self, image: ImageName, digest: str) -> bytes:
         return self.blobs[digest]
 
     def referrers(self, image: ImageName, digest: str) -> list[dict[str, Any]] | None:

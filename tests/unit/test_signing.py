@@ -245,7 +245,7 @@ class Registry:
     def get_manifest(self, image: object, reference: str) -> Manifest | None:
         return self.manifests.get(reference)
 
-    def blob(self, image: object, digest: str) -> bytes:
+    def get_blob(self, image: object, digest: str) -> bytes:
         raise AssertionError("no attestation manifests are read in these tests")
 
 

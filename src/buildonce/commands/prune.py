@@ -246,7 +246,7 @@ class Reader:
                 configs[digest] = config["digest"]
         unique = sorted(set(configs.values()))
         read = self._many(
-            lambda blob: self._call(lambda: self.registry.read_blob(self.image, blob), f"read {self.image}@{blob}"),
+            lambda blob: self._call(lambda: self.registry.get_blob(self.image, blob), f"read {self.image}@{blob}"),
             unique,
         )
         by_blob = {blob: _labels_from_config(raw) for blob, raw in zip(unique, read, strict=True)}

@@ -79,7 +79,7 @@ class ManifestReader(Protocol):
 
 
 class ManifestsAPI(ManifestReader, Protocol):
-    def blob(self, image: ImageName, digest: str) -> bytes: ...
+    def get_blob(self, image: ImageName, digest: str) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ class Signer:
                 if predicate_type not in PREDICATE_TYPES:
                     continue
                 raw, _ = self.policy.call(
-                    partial(self.registry.blob, image, str(layer["digest"])), f"read {predicate_type} of {subject}"
+                    partial(self.registry.get_blob, image, str(layer["digest"])), f"read {predicate_type} of {subject}"
                 )
                 found.setdefault(str(subject), []).append((predicate_type, json.loads(raw)))
         return found

@@ -286,11 +286,6 @@ class Registry:
             return None
         return [entry for entry in entries if isinstance(entry, dict) and isinstance(entry.get("digest"), str)]
 
-    @_operation
-    def read_blob(self, image: ImageName, digest: str) -> bytes:
-        """A blob's bytes (a config, say), checked against its digest."""
-        return self._get_blob(image, digest, digest)
-
     # --- writes ---------------------------------------------------------------------------------------------
     @_operation
     def put_manifest(self, image: ImageName, tag: str, manifest: Manifest) -> str:
@@ -419,7 +414,7 @@ class Registry:
 
     @_operation
     def get_blob(self, image: ImageName, digest: str) -> bytes:
-        """A blob's bytes, checked against its digest."""
+        """A blob's exact bytes, checked against its digest (a config, an attestation's in-toto statement)."""
         return self._get_blob(image, digest, digest)
 
     @_operation
@@ -554,11 +549,6 @@ class Registry:
             # Transient: an image another job is pushing right now can list a child it has not written yet.
             raise self._error(f"{name} lists {entry['digest']}, which {image.registry} does not have.", transient=True)
         return self._manifest_json(child, image, reference)
-
-    @_operation
-    def blob(self, image: ImageName, digest: str) -> bytes:
-        """A blob's exact bytes, checked against its digest (an attestation's in-toto statement, say)."""
-        return self._get_blob(image, digest, digest)
 
     def _get_blob(self, image: ImageName, digest: str, reference: str) -> bytes:
         what = f"read blob {digest} of {describe(image, reference)}"
