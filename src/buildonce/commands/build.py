@@ -169,29 +169,25 @@ def _finish(call: Invocation, report: BuildReport, job: BuildJob, options: Build
     if report.plan.artifact.value:
         report.artifact = job.save_artifact(_artifact_dir(options, call.env))
         call.console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
-    signed = _sign(call, options, origin, job.policy, report)
+    signed = _sign(call, options, origin, job, report)
     call.console.info(f"digest: {report.digest or '(not pushed)'}")
     call.finish({**report.outputs(), **signed.outputs()}, report.summary() + signed.summary_line() + "\n")
 
 
-def _sign(call: Invocation, options: BuildOptions, origin: Origin, policy: RetryPolicy, report: BuildReport) -> Signed:
-    """Hand the published digest (and the artifact) to the signing step."""
-    registry = open_registry(options.login, call.env, policy)
-    try:
-        return sign_published(
-            call.env,
-            call.console,
-            policy,
-            registry,
-            options=options.sign,
-            origin=origin,
-            digest=report.digest if report.pushed else "",
-            images=list(dict.fromkeys(ref.image for ref in report.plan.references)),
-            artifact=report.artifact.path if report.artifact else None,
-            login=options.login,
-        )
-    finally:
-        registry.close()
+def _sign(call: Invocation, options: BuildOptions, origin: Origin, job: BuildJob, report: BuildReport) -> Signed:
+    """Hand the published digest (and the artifact) to the signing step, over the job's registry session."""
+    return sign_published(
+        call.env,
+        call.console,
+        job.policy,
+        job.registry,
+        options=options.sign,
+        origin=origin,
+        digest=report.digest if report.pushed else "",
+        images=list(dict.fromkeys(ref.image for ref in report.plan.references)),
+        artifact=report.artifact.path if report.artifact else None,
+        login=options.login,
+    )
 
 
 def prepare(
