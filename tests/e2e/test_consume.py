@@ -125,6 +125,31 @@ def test_stale_tag_fails_freshness_naming_both_shas(registry: RegistryServer, tm
     assert run.outputs == {}
 
 
+def test_a_stale_digest_pulled_beside_its_check_fails_and_is_never_tagged_or_reported(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    image = f"{registry.address}/{unique('staledigest')}"
+    built = build(scratch_context(tmp_path / "build"), "pull-request", image)
+    digest = built.outputs["digest"]
+    remove_local(f"{image}:pr-123-abc1234", f"{image}@{digest}")
+    other = "abc1234" + "e" * 33
+    run = consume(tmp_path / "downstream", "pull-request", {"image": image, "digest": digest, "sha": other})
+    assert run.code == 1
+    (error,) = run.errors()
+    assert other in error
+    assert "abc1234" + "a" * 33 in error
+    assert run.outputs == {}
+    # The engine may hold the digest the caller named (its pull ran beside the check), under no tag.
+    tagged = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Tag}}", image], capture_output=True, text=True, check=True
+    )
+    assert [tag for tag in tagged.stdout.split() if tag != "<none>"] == []
+    # And the same digest, for its own commit, is consumed from the same engine.
+    again = consume(tmp_path / "again", "pull-request", {"image": image, "digest": digest, "sha": "abc1234" + "a" * 33})
+    assert again.code == 0, again.log
+    assert again.outputs["image"] == f"{image}@{digest}"
+
+
 @pytest.mark.parametrize("damage", ["truncate", "checksum"])
 def test_damaged_artifact_is_a_clear_error(tmp_path: Path, engine: None, damage: str) -> None:
     image, built = built_then_registry_gone(tmp_path, "damaged")

@@ -12,7 +12,7 @@ import pytest
 from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
 from buildonce.artifact import write_artifact
-from buildonce.commands.consume import Consumer, Target, _consume, target_for
+from buildonce.commands.consume import Consumer, Target, _consume, start_early, target_for
 from buildonce.compression import Compression
 from buildonce.docker.engine import LocalImage
 from buildonce.errors import ArtifactError, RegistryError, VerificationError
@@ -57,6 +57,84 @@ def test_a_stale_image_is_refused_before_it_is_pulled() -> None:
     unchecked, engine, _ = consumer(registry, check=False)
     assert unchecked.from_registry(target("latest")).tag == "latest"
     assert len(engine.pulled) == 1
+
+
+class Pending:
+    """A pull started ahead (``CliPuller.start``): records whether it was waited for or cancelled."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self.waited = 0
+        self.cancelled = 0
+
+    def wait(self) -> None:
+        self.waited += 1
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+
+def test_the_pull_started_ahead_is_the_first_attempt_once_the_labels_name_the_commit() -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
+    taker, engine, _ = consumer(registry)
+    taker.early = early = Pending(built.digest)  # type: ignore[assignment]
+    consumed = taker.from_registry(target(digest=built.digest))
+    assert (consumed.digest, consumed.source, consumed.tag) == (built.digest, "registry", "")
+    assert (early.waited, early.cancelled) == (1, 0)
+    assert engine.pulled == []  # no second pull of its own
+    assert taker.early is None
+
+
+def test_a_stale_image_pulled_ahead_by_digest_is_cancelled_and_never_tagged_or_reported() -> None:
+    registry = FakeRegistry()
+    stale = manifest_for(OTHER)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(stale, OTHER)
+    taker, engine, _ = consumer(registry)
+    taker.early = early = Pending(stale.digest)  # type: ignore[assignment]
+    with pytest.raises(VerificationError, match=f"built from commit {OTHER}"):
+        taker.from_registry(target(digest=stale.digest))
+    assert (early.waited, early.cancelled) == (0, 1)
+    assert engine.pulled == []
+    assert engine.tagged == []
+
+
+def test_a_pull_started_ahead_is_cancelled_when_the_registry_cannot_serve() -> None:
+    taker, _, _ = consumer(FakeRegistry())
+    digest = "sha256:" + "b" * 64
+    taker.early = early = Pending(digest)  # type: ignore[assignment]
+    with pytest.raises(RegistryError, match="is not in the registry"):
+        taker.from_registry(target(digest=digest))
+    assert (early.waited, early.cancelled) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "started"),
+    [
+        ({"digest": "sha256:" + "c" * 64, "sha": SHA}, True),
+        ({"digest": "sha256:" + "c" * 64, "sha": SHA, "platform": "linux/arm64"}, True),
+        ({"tag": "latest", "sha": SHA}, False),
+        ({"digest": "sha256:" + "c" * 64, "source": "artifact", "artifact-path": "x.tar"}, False),
+    ],
+)
+def test_only_a_digest_given_to_ask_the_registry_for_is_pulled_ahead(inputs: dict[str, str], started: bool) -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.started: list[tuple[str, str]] = []
+
+        def start(self, image: ImageName, digest: str, timeout: float, *, platform: str = "") -> Pending:
+            self.started.append((image.with_digest(digest), platform))
+            return Pending(digest)
+
+    options = consume_options(Inputs({}, {"image": IMAGE, **inputs}))
+    recorder = Recorder()
+    early = start_early(recorder, options, target_for(options, None), RetryPolicy(), signed=False)  # type: ignore[arg-type]
+    assert (early is not None) is started
+    if started:
+        assert recorder.started == [(f"{IMAGE}@{inputs['digest']}", inputs.get("platform", ""))]
+    # A signature to verify first: nothing is pulled before it is.
+    assert start_early(recorder, options, target_for(options, None), RetryPolicy(), signed=True) is None  # type: ignore[arg-type]
 
 
 def test_a_missing_tag_names_every_candidate() -> None:

@@ -108,3 +108,36 @@ def test_no_docker_cli_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(EngineError, match="docker CLI is not on this runner's PATH"):
         CliPuller({"PATH": str(tmp_path / "empty")})
+
+
+def test_a_pull_started_ahead_runs_while_the_caller_goes_on_and_ends_as_a_pull(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    puller = CliPuller(stand_in(tmp_path, f'while [ ! -e "{gate}" ]; do sleep 0.05; done; exit 0'))
+    pending = puller.start(IMAGE, DIGEST, 30)
+    assert pending.digest == DIGEST
+    time.sleep(0.2)  # the stand-in waits for the gate: start returned while the pull was still running
+    assert logged(tmp_path) == ["pull", "--quiet", f"{IMAGE}@{DIGEST}"]
+    gate.write_text("")
+    pending.wait()
+
+
+def test_a_pull_started_ahead_fails_when_waited_for_as_a_pull_would(tmp_path: Path) -> None:
+    said = "Error response from daemon: received unexpected HTTP status: 503 Service Unavailable"
+    pending = CliPuller(stand_in(tmp_path, f"echo '{said}' >&2; exit 1")).start(IMAGE, DIGEST, 30)
+    with pytest.raises(RegistryError, match="pulling") as raised:
+        pending.wait()
+    assert raised.value.transient
+
+
+def test_a_cancelled_pull_is_stopped_at_once(tmp_path: Path) -> None:
+    puller = CliPuller(stand_in(tmp_path, f'echo $$ > "{tmp_path}/pid"; exec sleep 30'))
+    pending = puller.start(IMAGE, DIGEST, 60)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    pending.cancel()
+    assert time.monotonic() - started < 5
+    pid = int((tmp_path / "pid").read_text())
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    pending.cancel()  # a second cancel, or one after the end, does nothing

@@ -1,8 +1,16 @@
 """``buildonce consume``: get this commit's image downstream, and prove it is.
 
 The tag to look for comes from the same planner the build used (``subject_of`` and ``plan_tags``), so a
-consumer finds exactly what was pushed. The image is checked before it is pulled: its labels must name the
-commit the job is meant to test, else a stale or re-pushed tag would be tested in its place.
+consumer finds exactly what was pushed. The image is checked before it is named or reported: its labels
+must name the commit the job is meant to test, else a stale or re-pushed tag would be tested in its place.
+
+With a digest given (and no signature required), the engine starts pulling that digest while its labels are
+read, so a consumer pays for the pull and the check side by side rather than one after the other. A pull by
+digest names nothing but that digest; an image the check refuses is never tagged nor reported, and the step
+fails. A signature, when required, is verified before anything is pulled or loaded.
+
+Only what every run needs is imported here: the artifact's readers, the signature checks and the registry
+client (with requests) are imported when they are used, the last after the early pull has started.
 """
 
 from __future__ import annotations
@@ -12,15 +20,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from buildonce.artifact import read_image_tar, scan_image_tar
-from buildonce.artifact import verify as verify_artifact
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.seams import EngineAPI, PullAPI, RegistryAPI
-from buildonce.commands.sign import SignatureVerifier, digests_to_verify, signature_verifier
 from buildonce.docker.buildx import docker_config_with_login
-from buildonce.docker.cli import CliPuller
+from buildonce.docker.cli import CliPuller, PendingPull
 from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError
 from buildonce.github.context import Context
@@ -31,7 +37,10 @@ from buildonce.options import ConsumeOptions, Source, consume_options
 from buildonce.references import ImageName, Reference
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of
-from buildonce.tarimage import HeldImage, TarContents, describe_held, held_images, loaded_matches, pick, why_not_pinned
+
+if TYPE_CHECKING:
+    from buildonce.commands.sign import SignatureVerifier
+    from buildonce.tarimage import HeldImage, TarContents
 
 
 @dataclass(frozen=True)
@@ -105,9 +114,19 @@ class Consumer:
     """The platform to pull from an index (input 'platform'); empty pulls the engine's own."""
     signatures: SignatureVerifier | None = None
     """Set when a signature is required: checked before anything is pulled or loaded."""
+    early: PendingPull | None = None
+    """The pull of the digest given, started before the check (``start_early``); its first attempt."""
 
     def from_registry(self, target: Target) -> Consumed:
-        """Resolve the tag, check the image's commit, then pull it by digest."""
+        """Resolve the tag, check the image's commit, then pull it by digest (or finish the early pull)."""
+        try:
+            return self._from_registry(target)
+        finally:
+            if self.early is not None:  # not waited for: the check failed, or the registry could not serve
+                self.early.cancel()
+                self.early = None
+
+    def _from_registry(self, target: Target) -> Consumed:
         tag, digest = "", target.digest
         for candidate in () if digest else target.candidates:
             found, _ = self.policy.call(partial(self.registry.resolve, target.image, candidate), f"look up {candidate}")
@@ -130,18 +149,28 @@ class Consumer:
             check_fresh(reference, labels, target.sha, self.keys)
         if self.signatures is not None:
             # On the very digests the engine will pull (its platform's manifest) and the index that lists it.
+            from buildonce.commands.sign import digests_to_verify
+
             platform = self.platform or self.engine.platform
             pulled = digests_to_verify(self.registry, self.policy, target.image, digest, platform)
             found = f"{target.image.with_tag(tag)} holds {digest}" if tag else f"the digest given, {digest}"
             self.signatures.image(target.image, pulled, found)
         with self.console.group(f"Pull {reference}"):
-            self.policy.call_timed(
-                partial(self.puller.pull, target.image, digest, platform=self.platform), f"pull {reference}"
-            )
+            self.policy.call_timed(partial(self._pull, target.image, digest), f"pull {reference}")
         if tag:
             self.puller.tag(reference, Reference(target.image, tag))
         self.console.info(f"Pulled {reference}" + (f" ({target.image.with_tag(tag)})" if tag else ""))
         return Consumed(image=reference, digest=digest, source="registry", tag=tag)
+
+    def _pull(self, image: ImageName, digest: str, timeout: float) -> None:
+        """One attempt: the early pull's end when it is of this digest, else a pull of its own."""
+        early, self.early = self.early, None
+        if early is not None and early.digest == digest:
+            early.wait()
+            return
+        if early is not None:
+            early.cancel()
+        self.puller.pull(image, digest, timeout, platform=self.platform)
 
     def _platform_child(self, image: ImageName, digest: str) -> str:
         """The manifest of ``self.platform`` that the index ``digest`` lists, checked to be served by its own
@@ -177,6 +206,10 @@ class Consumer:
         """Check the tar's checksum, read from its own files which image it holds and, with a pinned digest,
         that it is that digest; check its commit; load it; then check that the engine's name now points at
         exactly that image. Nothing the engine held before is ever taken for the tar's image."""
+        from buildonce.artifact import read_image_tar, scan_image_tar
+        from buildonce.artifact import verify as verify_artifact
+        from buildonce.tarimage import held_images, loaded_matches, pick
+
         verify_artifact(path)
         if self.signatures is not None:
             self.signatures.blob(path)
@@ -214,6 +247,8 @@ class Consumer:
         self, contents: TarContents, held: Sequence[HeldImage], target: Target, path: Path, platform: str
     ) -> HeldImage:
         """The held image the tar proves to be the pinned digest; else one error naming both digests."""
+        from buildonce.tarimage import describe_held, why_not_pinned
+
         reasons = []
         for image in held:
             reason = why_not_pinned(contents, image, target.digest, platform)
@@ -244,24 +279,42 @@ def run(call: Invocation) -> None:
     )
     if options.check_freshness and not target.sha:
         console.warning("the image's commit is not checked: give 'sha' (or use an event that names the commit)")
-    signatures = signature_verifier(options.signature, call.env, console, policy, sha=target.sha, login=options.login)
+    signatures: SignatureVerifier | None = None
+    if options.signature.on:
+        from buildonce.commands.sign import signature_verifier
+
+        signature, login = options.signature, options.login
+        signatures = signature_verifier(signature, call.env, console, policy, sha=target.sha, login=login)
     with ExitStack() as stack:
         engine = EngineOnDemand(call.env)
         stack.callback(engine.close)
         # The CLI pulls with the job's Docker config, plus the login inputs' credentials when given.
         cli_env = stack.enter_context(docker_config_with_login(call.env, options.login))
+        puller = CliPuller(cli_env)
+        early = start_early(puller, options, target, policy, signatures is not None)
+        if early is not None:
+            stack.callback(early.cancel)
         registry = open_registry(options.login, call.env, policy)
         stack.callback(registry.close)
         keys = Keys(options.label_namespace)
-        consumer = Consumer(
-            CliPuller(cli_env), engine, registry, policy, keys, options.check_freshness, console, options.platform
-        )
+        consumer = Consumer(puller, engine, registry, policy, keys, options.check_freshness, console, options.platform)
         consumer.signatures = signatures
+        consumer.early = early
         consumed = _consume(consumer, options, target)
     if consumed is None:
         call.finish({"image": "", "digest": "", "source": "", "tag": "", "need-artifact": "true"})
         return
     call.finish({**consumed.outputs(), "need-artifact": "false"}, _summary(consumed, target))
+
+
+def start_early(
+    puller: CliPuller, options: ConsumeOptions, target: Target, policy: RetryPolicy, signed: bool
+) -> PendingPull | None:
+    """The pull of the digest given, started before anything else is asked of the registry; none when the
+    registry is not to be asked, no digest is given, or a signature must be verified before any pull."""
+    if not target.digest or signed or options.source is Source.ARTIFACT:
+        return None
+    return puller.start(target.image, target.digest, policy.timeout_seconds, platform=options.platform)
 
 
 def _consume(consumer: Consumer, options: ConsumeOptions, target: Target) -> Consumed | None:

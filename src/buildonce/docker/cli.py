@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 
 from buildonce.docker.messages import START_THE_ENGINE, classify_push_error, settle_tag
@@ -39,13 +40,14 @@ class CliPuller:
     def pull(self, image: ImageName, digest: str, timeout: float, *, platform: str = "") -> None:
         """Pull ``name@digest`` (of ``platform`` from an index, when given, else the engine's own), once.
         Raises RegistryError (transient or not), or EngineError."""
+        self.start(image, digest, timeout, platform=platform).wait()
+
+    def start(self, image: ImageName, digest: str, timeout: float, *, platform: str = "") -> PendingPull:
+        """Start one pull of ``name@digest`` and return at once: the engine fetches it while the caller goes
+        on. ``wait`` ends it as ``pull`` would; ``cancel`` stops it."""
         reference = image.with_digest(digest)
         chosen = ["--platform", platform] if platform else []
-        code, text = self._run(["pull", "--quiet", *chosen, reference], timeout)
-        if code is None:
-            raise RegistryError(f"pulling {reference}: no answer within {timeout:.0f} s", transient=True)
-        if code != 0:
-            raise self._failure(reference, text, "pulling")
+        return PendingPull(self, digest, reference, self._spawn(["pull", "--quiet", *chosen, reference]), timeout)
 
     def tag(self, source: str, reference: Reference) -> None:
         def attempt() -> str | None:
@@ -60,7 +62,10 @@ class CliPuller:
 
     def _run(self, args: Sequence[str], timeout: float) -> tuple[int | None, str]:
         """The exit status (None when cut at the deadline) and what the CLI said on failure."""
-        process = subprocess.Popen(
+        return _collect(self._spawn(args), timeout)
+
+    def _spawn(self, args: Sequence[str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [self.docker, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -68,24 +73,61 @@ class CliPuller:
             env=self.env,
             text=True,
         )
-        try:
-            out, err = process.communicate(timeout=max(1.0, timeout))
-        except subprocess.TimeoutExpired:
-            # SIGTERM first: the CLI then closes its request, and the engine cancels the pull.
-            process.terminate()
-            try:
-                process.communicate(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
-            return None, ""
-        text = (err or out).strip()
-        return process.returncode, text[-LONGEST_MESSAGE:]
 
     def _failure(self, reference: str, text: str, action: str) -> EngineError | RegistryError:
         if _unreachable(text):
             return EngineError(f"{action} {reference}: cannot reach the Docker engine ({text}). {START_THE_ENGINE}")
         return classify_push_error(reference, text.removeprefix("Error response from daemon: "), action)
+
+
+class PendingPull:
+    """One ``docker pull`` under way; its deadline counts from its start."""
+
+    def __init__(
+        self, puller: CliPuller, digest: str, reference: str, process: subprocess.Popen[str], timeout: float
+    ) -> None:
+        self.digest = digest
+        self._puller = puller
+        self._reference = reference
+        self._process = process
+        self._deadline = time.monotonic() + timeout
+        self._timeout = timeout
+
+    def wait(self) -> None:
+        """Wait for the pull to end; raises RegistryError (transient or not), or EngineError."""
+        code, text = _collect(self._process, self._deadline - time.monotonic())
+        if code is None:
+            raise RegistryError(f"pulling {self._reference}: no answer within {self._timeout:.0f} s", transient=True)
+        if code != 0:
+            raise self._puller._failure(self._reference, text, "pulling")
+
+    def cancel(self) -> None:
+        """Stop the pull unless it has ended: the CLI closes its request, and the engine cancels the pull."""
+        if self._process.poll() is None:
+            _stop(self._process)
+        else:
+            self._process.communicate()
+
+
+def _collect(process: subprocess.Popen[str], timeout: float) -> tuple[int | None, str]:
+    """The exit status (None when cut at the deadline) and what the CLI said on failure."""
+    try:
+        out, err = process.communicate(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        return None, ""
+    text = (err or out).strip()
+    return process.returncode, text[-LONGEST_MESSAGE:]
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    # SIGTERM first: the CLI then closes its request, and the engine cancels the pull.
+    process.terminate()
+    try:
+        process.communicate(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
 
 
 def _unreachable(text: str) -> bool:
