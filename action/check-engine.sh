@@ -15,10 +15,12 @@ case "${1:-build}" in
   build | pull) ;;
   *) die "check-engine.sh: unknown argument '$1'; use 'pull' or none" ;;
 esac
-command -v docker >/dev/null 2>&1 \
+docker=$(command -v docker 2>/dev/null) \
   || die "the docker CLI is not on this runner's PATH. Use a runner with Docker (ubuntu-latest has it) or install Docker before this step."
 if [ "${1:-build}" = pull ]; then
-  printf 'docker: %s\n' "$(docker --version 2>/dev/null || echo unknown)"
+  # Found is enough: consume's first docker pull says what is wrong with the CLI or its engine, and asking
+  # `docker --version` here would cost every test job a process start.
+  printf 'docker: %s\n' "$docker"
   exit 0
 fi
 if ! buildx=$(docker buildx version 2>&1); then
