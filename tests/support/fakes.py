@@ -32,6 +32,7 @@ class FakeRegistry:
     manifests: dict[str, Manifest] = field(default_factory=dict)
     commits: dict[str, str] = field(default_factory=dict)
     puts: list[str] = field(default_factory=list)
+    label_reads: int = 0
     failures: int = 0
     copies: list[tuple[str, str]] = field(default_factory=list)
     held: set[tuple[str, str]] = field(default_factory=set)
@@ -61,6 +62,7 @@ class FakeRegistry:
         return self.manifests.get(digest) if digest else None
 
     def labels(self, image: ImageName, reference: str) -> dict[str, str] | None:
+        self.label_reads += 1
         digest = self.resolve(image, reference)
         return {REVISION: self.commits[digest]} if digest in self.commits else None
 

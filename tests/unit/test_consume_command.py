@@ -79,7 +79,7 @@ def test_the_pull_started_ahead_is_the_first_attempt_once_the_labels_name_the_co
     built = manifest_for(SHA)
     registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
     taker, engine, _ = consumer(registry)
-    taker.early = early = Pending(built.digest)  # type: ignore[assignment]
+    taker.early = early = Pending(built.digest)
     consumed = taker.from_registry(target(digest=built.digest))
     assert (consumed.digest, consumed.source, consumed.tag) == (built.digest, "registry", "")
     assert (early.waited, early.cancelled) == (1, 0)
@@ -92,7 +92,7 @@ def test_a_stale_image_pulled_ahead_by_digest_is_cancelled_and_never_tagged_or_r
     stale = manifest_for(OTHER)
     registry.tags[(IMAGE, "sha-0123456")] = registry.store(stale, OTHER)
     taker, engine, _ = consumer(registry)
-    taker.early = early = Pending(stale.digest)  # type: ignore[assignment]
+    taker.early = early = Pending(stale.digest)
     with pytest.raises(VerificationError, match=f"built from commit {OTHER}"):
         taker.from_registry(target(digest=stale.digest))
     assert (early.waited, early.cancelled) == (0, 1)
@@ -103,10 +103,36 @@ def test_a_stale_image_pulled_ahead_by_digest_is_cancelled_and_never_tagged_or_r
 def test_a_pull_started_ahead_is_cancelled_when_the_registry_cannot_serve() -> None:
     taker, _, _ = consumer(FakeRegistry())
     digest = "sha256:" + "b" * 64
-    taker.early = early = Pending(digest)  # type: ignore[assignment]
+    taker.early = early = Pending(digest)
     with pytest.raises(RegistryError, match="is not in the registry"):
         taker.from_registry(target(digest=digest))
     assert (early.waited, early.cancelled) == (0, 1)
+
+
+def test_a_tag_that_resolves_starts_the_pull_of_its_digest_before_the_labels_are_read() -> None:
+    registry = FakeRegistry()
+    built, stale = manifest_for(SHA), manifest_for(OTHER)
+    registry.tags[(IMAGE, "pr-7-0123456")] = registry.store(built, SHA)
+    registry.tags[(IMAGE, "latest")] = registry.store(stale, OTHER)
+    started: list[Pending] = []
+
+    def start(image: ImageName, digest: str) -> Pending:
+        assert registry.label_reads == 0  # before the check
+        started.append(Pending(digest))
+        return started[-1]
+
+    taker, engine, _ = consumer(registry)
+    taker.start = start
+    consumed = taker.from_registry(target("pr-7-0123456"))
+    assert [(pending.digest, pending.waited, pending.cancelled) for pending in started] == [(built.digest, 1, 0)]
+    assert engine.pulled == []
+    assert engine.tagged == [(f"{IMAGE}@{built.digest}", f"{IMAGE}:pr-7-0123456")]
+    assert consumed.digest == built.digest
+    registry.label_reads = 0
+    with pytest.raises(VerificationError):
+        taker.from_registry(target("latest"))
+    assert [(pending.digest, pending.waited, pending.cancelled) for pending in started[1:]] == [(stale.digest, 0, 1)]
+    assert len(engine.tagged) == 1
 
 
 @pytest.mark.parametrize(

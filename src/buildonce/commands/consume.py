@@ -4,10 +4,11 @@ The tag to look for comes from the same planner the build used (``subject_of`` a
 consumer finds exactly what was pushed. The image is checked before it is named or reported: its labels
 must name the commit the job is meant to test, else a stale or re-pushed tag would be tested in its place.
 
-With a digest given (and no signature required), the engine starts pulling that digest while its labels are
-read, so a consumer pays for the pull and the check side by side rather than one after the other. A pull by
-digest names nothing but that digest; an image the check refuses is never tagged nor reported, and the step
-fails. A signature, when required, is verified before anything is pulled or loaded.
+Unless a signature is required, the engine starts pulling the digest as soon as it is known (a digest given:
+before the registry is asked anything; a tag: once it resolves) while the labels are read, so a consumer pays
+for the pull and the check side by side rather than one after the other. A pull by digest names nothing but
+that digest; an image the check refuses is never tagged nor reported, and the step fails. A signature, when
+required, is verified before anything is pulled or loaded.
 
 Only what every run needs is imported here: the artifact's readers, the signature checks and the registry
 client (with requests) are imported when they are used, the last after the early pull has started.
@@ -15,7 +16,7 @@ client (with requests) are imported when they are used, the last after the early
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
-from buildonce.commands.seams import EngineAPI, PullAPI, RegistryAPI
+from buildonce.commands.seams import EngineAPI, PendingPullAPI, PullAPI, RegistryAPI
 from buildonce.docker.buildx import docker_config_with_login
 from buildonce.docker.cli import CliPuller, PendingPull
 from buildonce.docker.ondemand import EngineOnDemand
@@ -114,8 +115,12 @@ class Consumer:
     """The platform to pull from an index (input 'platform'); empty pulls the engine's own."""
     signatures: SignatureVerifier | None = None
     """Set when a signature is required: checked before anything is pulled or loaded."""
-    early: PendingPull | None = None
-    """The pull of the digest given, started before the check (``start_early``); its first attempt."""
+    start: Callable[[ImageName, str], PendingPullAPI] | None = None
+    """Starts the pull of a digest as soon as it is known, beside the checks; ``None`` pulls after them (a
+    signature to verify first)."""
+    early: PendingPullAPI | None = None
+    """The pull started ahead: of the digest given (``start_early``), or of the tag's once it resolved. It is
+    the pull's first attempt; it is cancelled when a check fails."""
 
     def from_registry(self, target: Target) -> Consumed:
         """Resolve the tag, check the image's commit, then pull it by digest (or finish the early pull)."""
@@ -141,6 +146,8 @@ class Consumer:
                 "Did the build for this commit push (a fork's pull request does not), and did it finish?"
             )
         reference = target.image.with_digest(digest)
+        if self.early is None and self.start is not None:
+            self.early = self.start(target.image, digest)
         checked = self._platform_child(target.image, digest) if self.platform else digest
         if self.check and target.sha:
             labels, _ = self.policy.call(partial(self.registry.labels, target.image, checked), f"read {reference}")
@@ -300,6 +307,8 @@ def run(call: Invocation) -> None:
         consumer = Consumer(puller, engine, registry, policy, keys, options.check_freshness, console, options.platform)
         consumer.signatures = signatures
         consumer.early = early
+        if signatures is None:
+            consumer.start = partial(_start, puller, policy.timeout_seconds, options.platform)
         consumed = _consume(consumer, options, target)
     if consumed is None:
         call.finish({"image": "", "digest": "", "source": "", "tag": "", "need-artifact": "true"})
@@ -314,7 +323,11 @@ def start_early(
     registry is not to be asked, no digest is given, or a signature must be verified before any pull."""
     if not target.digest or signed or options.source is Source.ARTIFACT:
         return None
-    return puller.start(target.image, target.digest, policy.timeout_seconds, platform=options.platform)
+    return _start(puller, policy.timeout_seconds, options.platform, target.image, target.digest)
+
+
+def _start(puller: CliPuller, timeout: float, platform: str, image: ImageName, digest: str) -> PendingPull:
+    return puller.start(image, digest, timeout, platform=platform)
 
 
 def _consume(consumer: Consumer, options: ConsumeOptions, target: Target) -> Consumed | None:

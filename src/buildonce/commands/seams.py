@@ -46,6 +46,17 @@ class PullAPI(Protocol):
     def tag(self, source: str, reference: Reference) -> None: ...
 
 
+class PendingPullAPI(Protocol):
+    """A pull under way (``buildonce.docker.cli.PendingPull``): ended as a pull by ``wait``, or stopped."""
+
+    @property
+    def digest(self) -> str: ...
+
+    def wait(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
 class EngineAPI(Protocol):
     @property
     def containerd_store(self) -> bool: ...
