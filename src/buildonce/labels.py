@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from buildonce.errors import InputError, VerificationError
-from buildonce.github.context import Context
 from buildonce.github.workflow import check_text
 from buildonce.tags import Kind, Subject
+
+if TYPE_CHECKING:
+    from buildonce.github.context import Context
 
 OCI = "org.opencontainers.image"
 REVISION = f"{OCI}.revision"

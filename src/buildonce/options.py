@@ -19,7 +19,6 @@ from buildonce.compression import Compression
 from buildonce.docker.config import Login
 from buildonce.docker.spec import Secret
 from buildonce.errors import InputError
-from buildonce.github.context import MAX_EPOCH, parse_epoch
 from buildonce.github.workflow import Inputs
 from buildonce.labels import DEFAULT_NAMESPACE, check_annotation, check_label, check_namespace, parse_labels
 from buildonce.platforms import check_platform
@@ -397,6 +396,12 @@ def _secrets(inputs: Inputs) -> tuple[Secret, ...]:
     return tuple(secrets)
 
 
+def _epoch(text: str) -> int | None:
+    from buildonce.github.context import parse_epoch  # a build's: the event's reader, with its datetime
+
+    return parse_epoch(text)
+
+
 def _build_args(inputs: Inputs) -> tuple[str, ...]:
     args = []
     for entry in inputs.lines("build-args"):
@@ -406,7 +411,9 @@ def _build_args(inputs: Inputs) -> tuple[str, ...]:
                 f"input 'build-args': {entry!r} is not a build argument. Write one NAME=value per line; "
                 "NAME is letters, digits and '_', not starting with a digit."
             )
-        if key == "SOURCE_DATE_EPOCH" and parse_epoch(entry[len(key) + 1 :].strip()) is None:
+        if key == "SOURCE_DATE_EPOCH" and _epoch(entry[len(key) + 1 :].strip()) is None:
+            from buildonce.github.context import MAX_EPOCH
+
             raise InputError(
                 f"input 'build-args': {entry!r} gives SOURCE_DATE_EPOCH no time; it must be a whole number of "
                 f"seconds since 1970-01-01 UTC, at most {MAX_EPOCH} (or leave it out: buildonce sets it from "
@@ -449,7 +456,7 @@ class BuildOptions:
         for entry in self.build_args:
             key, _, value = entry.partition("=")
             if key == "SOURCE_DATE_EPOCH":
-                return parse_epoch(value.strip())
+                return _epoch(value.strip())
         return None
 
 

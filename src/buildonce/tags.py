@@ -9,10 +9,13 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from buildonce.errors import ContextError, InputError
-from buildonce.github.context import Context
 from buildonce.references import is_valid_tag
+
+if TYPE_CHECKING:
+    from buildonce.github.context import Context
 
 MAX_TAG_LENGTH = 128
 FALLBACK_NAME = "branch"

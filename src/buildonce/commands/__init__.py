@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from buildonce.github.context import Context, load_context
 from buildonce.github.workflow import Console, Inputs, RunnerFiles
 from buildonce.options import (
     BUILD_INPUTS,
@@ -23,6 +23,9 @@ from buildonce.options import (
     PRUNE_INPUTS,
     VERIFY_INPUTS,
 )
+
+if TYPE_CHECKING:
+    from buildonce.github.context import Context
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Invocation:
     """``--json``: print the outputs as one JSON object on stdout too."""
 
     def context(self, default_branch: str = "") -> Context:
+        from buildonce.github.context import load_context  # the event is read only by the commands that need it
+
         return load_context(
             self.env, event_path=self.event_path, event_name=self.event_name, default_branch=default_branch
         )

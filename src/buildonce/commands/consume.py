@@ -30,7 +30,6 @@ from buildonce.docker.buildx import docker_config_with_login
 from buildonce.docker.cli import CliPuller, PendingPull
 from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError
-from buildonce.github.context import Context
 from buildonce.github.workflow import Console
 from buildonce.labels import Keys, check_fresh
 from buildonce.oci import platforms_of, select_manifest
@@ -41,6 +40,7 @@ from buildonce.tags import Kind, Subject, plan_tags, subject_of
 
 if TYPE_CHECKING:
     from buildonce.commands.sign import SignatureVerifier
+    from buildonce.github.context import Context
     from buildonce.tarimage import HeldImage, TarContents
 
 
