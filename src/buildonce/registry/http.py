@@ -704,8 +704,6 @@ class _Connection(http.client.HTTPConnection):
             raise ConnectTimeoutError(
                 f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
             ) from None
-        except ssl.SSLError:
-            raise
         except OSError as exc:
             raise ConnectError(f"Failed to establish a new connection: {exc}") from exc
         self._expose(raw)
