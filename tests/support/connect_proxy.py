@@ -2,7 +2,8 @@
 
 ``CONNECT host:port`` opens a tunnel (for HTTPS); a request in absolute form (``GET http://host:port/path``)
 is forwarded in origin form, one request per connection. With ``credentials`` it answers 407 to a request
-without that ``Proxy-Authorization``. Only loopback targets are relayed. Standard library only, a thread
+without that ``Proxy-Authorization``; with ``tls`` it is an https:// proxy (TLS to the proxy, and for HTTPS
+the server's TLS inside it). Only loopback targets are relayed. Standard library only, a thread
 per connection; every request it saw is logged.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,8 +30,9 @@ class Seen:
 
 
 class ConnectProxy:
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.credentials = credentials
+        self.tls = tls
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -39,7 +42,7 @@ class ConnectProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def __enter__(self) -> ConnectProxy:
         self._thread.start()
@@ -62,9 +65,15 @@ class ConnectProxy:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _serve(self, client: socket.socket) -> None:
-        with client, contextlib.suppress(OSError):
-            client.settimeout(10)
+    def _serve(self, accepted: socket.socket) -> None:
+        with accepted, contextlib.suppress(OSError):
+            accepted.settimeout(10)
+            client = accepted if self.tls is None else self.tls.wrap_socket(accepted, server_side=True)
+            with client:
+                self._relay(client)
+
+    def _relay(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
             reader = client.makefile("rb")
             start = reader.readline(65536).decode("latin-1").strip()
             headers: dict[str, str] = {}

@@ -22,8 +22,10 @@ import base64
 import collections
 import contextlib
 import email.utils
+import functools
 import heapq
 import http.client
+import io
 import ipaddress
 import itertools
 import json
@@ -37,7 +39,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 _PLAIN_HTTP_ANSWERS = (
@@ -71,6 +73,7 @@ _BLOCK = 64 * 1024
 """How much of a file body is read and sent at a time."""
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_T = TypeVar("_T")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -492,13 +495,14 @@ def requote_uri(uri: str) -> str:
 
 @dataclass(frozen=True)
 class _Proxy:
+    scheme: str
     host: str
     port: int
     authorization: str | None
 
     @property
     def key(self) -> str:
-        return f"{self.host}:{self.port}:{self.authorization or ''}"
+        return f"{self.scheme}://{self.host}:{self.port}:{self.authorization or ''}"
 
 
 def _environment_proxies(environ: Mapping[str, str]) -> dict[str, str]:
@@ -592,14 +596,15 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
 
 def _parse_proxy(text: str) -> _Proxy:
     parts = urlsplit(text if "://" in text else f"http://{text}")
-    if parts.scheme != "http":
-        # requests needs PySocks for socks:// (not installed), and an https:// proxy means TLS inside TLS.
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        # requests needs PySocks for socks:// proxies, which it does not install: they never worked.
         raise InvalidRequestError(
-            f"the proxy {parts.scheme}://{parts.hostname} is not supported: name an http:// proxy in HTTPS_PROXY, "
-            "HTTP_PROXY or ALL_PROXY"
+            f"the proxy {scheme}://{parts.hostname} is not supported: name an http:// or https:// proxy in "
+            "HTTPS_PROXY, HTTP_PROXY or ALL_PROXY"
         )
     try:
-        port = parts.port or 80
+        port = parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:
         raise InvalidRequestError(f"the proxy URL {parts.hostname} has no valid port") from None
     if not parts.hostname:
@@ -607,7 +612,7 @@ def _parse_proxy(text: str) -> _Proxy:
     authorization = None
     if parts.username is not None and parts.password is not None:
         authorization = basic_authorization(unquote(parts.username), unquote(parts.password))
-    return _Proxy(parts.hostname, port, authorization)
+    return _Proxy(scheme, parts.hostname, port, authorization)
 
 
 # --- TLS ----------------------------------------------------------------------------------------------------
@@ -683,11 +688,14 @@ class _Connection(http.client.HTTPConnection):
         tls: ssl.SSLContext | None,
         server_name: str,
         tunnel: tuple[tuple[str, int], str | None] | None,
+        proxy_tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(address[0], address[1], blocksize=_BLOCK)
         self._tls = tls
         self._server_name = server_name
         self._tunnel_to = tunnel
+        self._proxy_tls = proxy_tls
+        """TLS to the proxy itself, for an https:// proxy."""
         self.watched: socket.socket | None = None
         """The socket the watch cuts; kept after ``close`` hands it to an answer read to the end of stream."""
         self.watch: _Watch | None = None
@@ -709,9 +717,18 @@ class _Connection(http.client.HTTPConnection):
         self._expose(raw)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = raw
+            if self._proxy_tls is not None:
+                sock = self._proxy_tls.wrap_socket(raw, server_hostname=self.host, do_handshake_on_connect=False)
+                self._expose(sock)
+                sock.do_handshake()
             if self._tunnel_to is not None:
-                self._open_tunnel(raw, *self._tunnel_to)
-            if self._tls is not None:
+                self._open_tunnel(sock, *self._tunnel_to)
+            if self._tls is not None and isinstance(sock, ssl.SSLSocket):
+                inner = _TunnelledTLS(sock, self._tls, self._server_name)
+                self.sock = inner  # socket-like; the watch still cuts the outer socket
+                inner.do_handshake()
+            elif self._tls is not None:
                 wrapped = self._tls.wrap_socket(raw, server_hostname=self._server_name, do_handshake_on_connect=False)
                 self._expose(wrapped)
                 wrapped.do_handshake()
@@ -752,6 +769,91 @@ class _Connection(http.client.HTTPConnection):
             return bool(select.select([sock], [], [], 0)[0])
         except (OSError, ValueError):
             return True
+
+
+class _TunnelledTLS:
+    """TLS with the server inside the TLS with an https:// proxy: ``ssl`` wraps only plain sockets, so the
+    inner layer runs over memory buffers, its records carried by the outer socket. Socket-like as far as
+    ``http.client`` uses a socket (``sendall``, ``makefile``, ``close``); closed once its reader is too."""
+
+    def __init__(self, outer: ssl.SSLSocket, context: ssl.SSLContext, server_name: str) -> None:
+        self._outer = outer
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_name)
+        self._readers = 0
+        self._closed = False
+
+    def _run(self, operation: Callable[[], _T]) -> _T:
+        while True:  # bounded by the socket's timeout (the deadline): each pass moves bytes, or fails
+            try:
+                result = operation()
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._outer.recv(_BLOCK)
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+                continue
+            self._flush()
+            return result
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self._outer.sendall(data)
+
+    def do_handshake(self) -> None:
+        self._run(self._tls.do_handshake)
+
+    def sendall(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        while view:  # bounded: each write takes some bytes
+            sent = self._run(functools.partial(self._tls.write, view))
+            view = view[sent:]
+
+    def recv_into(self, buffer: Any) -> int:
+        try:
+            count: Any = self._run(lambda: self._tls.read(len(buffer), buffer))  # with a buffer: a count
+        except ssl.SSLZeroReturnError:
+            return 0
+        return int(count)
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        self._readers += 1
+        return io.BufferedReader(_TunnelReader(self))
+
+    def settimeout(self, seconds: float | None) -> None:
+        self._outer.settimeout(seconds)
+
+    def fileno(self) -> int:
+        return self._outer.fileno()
+
+    def reader_closed(self) -> None:
+        self._readers -= 1
+        if self._closed and self._readers <= 0:
+            self._outer.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._readers <= 0:
+            self._outer.close()
+
+
+class _TunnelReader(io.RawIOBase):
+    def __init__(self, sock: _TunnelledTLS) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._sock.recv_into(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._sock.reader_closed()
+        super().close()
 
 
 _Key = tuple[str, str, int, bool, str]
@@ -857,7 +959,9 @@ class Session:
             tls = _tls_context(verify, self.environ) if secure else None
             tunnel = ((host, port), proxy.authorization) if proxy and secure else None
             address = (proxy.host, proxy.port) if proxy else (host, port)
-            connection = _Connection(address, tls=tls, server_name=host, tunnel=tunnel)
+            # An https:// proxy's own certificate is checked as the registry's would be (as requests does).
+            proxy_tls = _tls_context(verify, self.environ) if proxy and proxy.scheme == "https" else None
+            connection = _Connection(address, tls=tls, server_name=host, tunnel=tunnel, proxy_tls=proxy_tls)
         connection.watch = watch
         watch.enlist(connection)
         authority = f"[{host}]" if ":" in host else host
