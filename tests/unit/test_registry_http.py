@@ -24,7 +24,9 @@ from connect_proxy import ConnectProxy
 from buildonce.errors import RegistryError
 from buildonce.references import ImageName
 from buildonce.registry import http as transport
+from buildonce.registry.auth import basic_authorization
 from buildonce.registry.client import Registry
+from buildonce.registry.proxies import proxy_for
 
 MB = 1 << 20
 
@@ -177,7 +179,7 @@ def test_a_redirect_on_the_same_host_keeps_the_credentials_and_resolves_a_relati
     response = ask(session(), "GET", server.url("/v2/a/blobs/x"), auth=("user", "pass"))
     assert response.content == b"ok /v2/a/storage/x?part=1"
     assert [seen.path for seen in server.seen] == ["/v2/a/blobs/x", "/v2/a/storage/x?part=1"]
-    assert {seen.headers["authorization"] for seen in server.seen} == {transport.basic_authorization("user", "pass")}
+    assert {seen.headers["authorization"] for seen in server.seen} == {basic_authorization("user", "pass")}
 
 
 def test_a_redirect_loop_ends_with_an_error_after_the_last_hop(
@@ -404,7 +406,7 @@ def test_https_goes_through_a_connect_tunnel_with_proxy_credentials(
         assert ask(made, "GET", server.url("/again", scheme="https")).content == b"ok /again"
         (tunnel,) = proxy.seen  # one tunnel, kept alive for both requests
         assert (tunnel.method, tunnel.target) == ("CONNECT", f"127.0.0.1:{server.port}")
-        assert tunnel.headers["proxy-authorization"] == transport.basic_authorization("proxy-user", "proxy:pass")
+        assert tunnel.headers["proxy-authorization"] == basic_authorization("proxy-user", "proxy:pass")
         assert all("proxy-authorization" not in seen.headers for seen in server.seen)
 
         proxy.seen.clear()
@@ -427,7 +429,7 @@ def test_plain_http_goes_to_the_proxy_in_absolute_form(
         assert response.content == b"ok /v2/"
         (seen,) = proxy.seen
         assert (seen.method, seen.target) == ("GET", server.url("/v2/"))
-        assert seen.headers["proxy-authorization"] == transport.basic_authorization("u", "p")
+        assert seen.headers["proxy-authorization"] == basic_authorization("u", "p")
         assert server.seen[0].headers["authorization"] == "Bearer t"
         assert "proxy-authorization" not in server.seen[0].headers
 
@@ -469,7 +471,7 @@ def test_an_https_proxy_carries_https_inside_its_own_tls_and_plain_http_in_absol
             ("CONNECT", f"127.0.0.1:{secure.port}"),
             ("GET", plain.url("/plain")),
         ]
-        assert {seen.headers["proxy-authorization"] for seen in proxy.seen} == {transport.basic_authorization("u", "p")}
+        assert {seen.headers["proxy-authorization"] for seen in proxy.seen} == {basic_authorization("u", "p")}
 
         untrusted = session({"HTTPS_PROXY": f"https://u:p@{address}"})
         with pytest.raises(transport.TLSError, match="certificate verify failed"):
@@ -520,4 +522,4 @@ def test_the_proxy_is_chosen_as_requests_chooses_it(environ: dict[str, str], mon
         monkeypatch.setenv(name, value)
     for url in PROXY_URLS:
         expected = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
-        assert transport.proxy_for(url, dict(os.environ)) == expected, url
+        assert proxy_for(url, dict(os.environ)) == expected, url

@@ -18,7 +18,6 @@ plain HTTP, asks again over plain HTTP. ``insecure_by_default`` is that rule.
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import email.utils
@@ -40,7 +39,10 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any, TypeVar
-from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
+
+from buildonce.registry.auth import basic_authorization
+from buildonce.registry.proxies import DEFAULT_PORTS, parse_proxy, proxy_for
 
 _PLAIN_HTTP_ANSWERS = (
     "wrong version number",  # OpenSSL up to 3.1, reading "HTTP/1.1 400" as a TLS record
@@ -74,7 +76,6 @@ _BLOCK = 64 * 1024
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _T = TypeVar("_T")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 # --- what can go wrong ------------------------------------------------------------------------------------
@@ -382,15 +383,6 @@ def _merged(*layers: Mapping[str, str] | None) -> list[tuple[str, str]]:
     return list(fields.values())
 
 
-def basic_authorization(username: str, password: str) -> str:
-    """An ``Authorization: Basic`` value; latin-1 like requests, UTF-8 for what latin-1 cannot carry."""
-    try:
-        raw = f"{username}:{password}".encode("latin-1")
-    except UnicodeEncodeError:
-        raw = f"{username}:{password}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
 def _request(
     defaults: Mapping[str, str],
     method: str,
@@ -465,7 +457,7 @@ def _strips_authorization(old: str, new: str) -> bool:
         return False
     changed_port = before.port != after.port
     changed_scheme = before.scheme != after.scheme
-    default = (_DEFAULT_PORTS.get(before.scheme), None)
+    default = (DEFAULT_PORTS.get(before.scheme), None)
     if not changed_scheme and before.port in default and after.port in default:
         return False
     return changed_port or changed_scheme
@@ -488,131 +480,6 @@ def requote_uri(uri: str) -> str:
     except ValueError:  # a "%" that starts no escape: quote it too
         return quote(uri, safe="!#$&'()*+,/:;=?@[]~")
     return quote("".join(parts), safe="!#$%&'()*+,/:;=?@[]~")
-
-
-# --- proxies, as requests reads them from the environment -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Proxy:
-    scheme: str
-    host: str
-    port: int
-    authorization: str | None
-
-    @property
-    def key(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}:{self.authorization or ''}"
-
-
-def _environment_proxies(environ: Mapping[str, str]) -> dict[str, str]:
-    """``<scheme>_proxy`` variables by scheme, lower case winning, as urllib reads them."""
-    proxies: dict[str, str] = {}
-    for name, value in environ.items():
-        if value and name.lower().endswith("_proxy"):
-            proxies[name.lower()[:-6]] = value
-    if "REQUEST_METHOD" in environ:  # as a CGI script: HTTP_PROXY may come from a client's "Proxy:" header
-        proxies.pop("http", None)
-    for name, value in environ.items():
-        if name.endswith("_proxy") and name == name.lower():
-            if value:
-                proxies[name[:-6]] = value
-            else:
-                proxies.pop(name[:-6], None)
-    return proxies
-
-
-def bypasses_proxy(url: str, environ: Mapping[str, str]) -> bool:
-    """Whether ``NO_PROXY`` (or ``no_proxy``) lets ``url`` go direct, as requests decides it."""
-    parts = urlsplit(url)
-    hostname = parts.hostname
-    if hostname is None:
-        return True
-    no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY")
-    if no_proxy:
-        entries = [entry for entry in no_proxy.replace(" ", "").split(",") if entry]
-        if _is_ipv4(hostname):
-            for entry in entries:
-                if _in_network(hostname, entry) if _is_cidr(entry) else hostname == entry:
-                    return True
-        else:
-            with_port = f"{hostname}:{parts.port}" if parts.port else hostname
-            for entry in entries:
-                name = entry.lstrip(".")
-                if name in (hostname, with_port) or hostname.endswith("." + name) or with_port.endswith("." + name):
-                    return True
-    return _urllib_bypass(hostname, _environment_proxies(environ))
-
-
-def _urllib_bypass(host: str, proxies: Mapping[str, str]) -> bool:
-    """urllib's ``proxy_bypass_environment``, which requests also asks: ``*``, or a name or domain suffix."""
-    no_proxy = proxies.get("no")
-    if no_proxy is None:
-        return False
-    if no_proxy == "*":
-        return True
-    host = host.lower()
-    found = re.fullmatch(r"(.*):([0-9]*)", host, re.DOTALL)
-    hostonly = found.group(1) if found else host
-    for entry in no_proxy.split(","):
-        name = entry.strip().lstrip(".").lower()
-        if name and (name in (hostonly, host) or hostonly.endswith("." + name) or host.endswith("." + name)):
-            return True
-    return False
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        socket.inet_aton(text)
-    except OSError:
-        return False
-    return True
-
-
-def _is_cidr(text: str) -> bool:
-    address, sep, mask = text.partition("/")
-    if not sep or "/" in mask or not mask.strip().lstrip("+-").isdigit() or not 1 <= int(mask) <= 32:
-        return False
-    return _is_ipv4(address)
-
-
-def _in_network(address: str, network: str) -> bool:
-    try:
-        return ipaddress.ip_address(socket.inet_ntoa(socket.inet_aton(address))) in ipaddress.ip_network(
-            network, strict=False
-        )
-    except ValueError:
-        return False
-
-
-def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
-    """The proxy URL the environment names for ``url`` (``<scheme>_proxy``, else ``all_proxy``), if any."""
-    if bypasses_proxy(url, environ):
-        return None
-    proxies = _environment_proxies(environ)
-    parts = urlsplit(url)
-    return proxies.get(parts.scheme) or proxies.get("all")
-
-
-def _parse_proxy(text: str) -> _Proxy:
-    parts = urlsplit(text if "://" in text else f"http://{text}")
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        # requests needs PySocks for socks:// proxies, which it does not install: they never worked.
-        raise InvalidRequestError(
-            f"the proxy {scheme}://{parts.hostname} is not supported: name an http:// or https:// proxy in "
-            "HTTPS_PROXY, HTTP_PROXY or ALL_PROXY"
-        )
-    try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
-    except ValueError:
-        raise InvalidRequestError(f"the proxy URL {parts.hostname} has no valid port") from None
-    if not parts.hostname:
-        raise InvalidRequestError("a proxy URL names no host")
-    authorization = None
-    if parts.username is not None and parts.password is not None:
-        authorization = basic_authorization(unquote(parts.username), unquote(parts.password))
-    return _Proxy(scheme, parts.hostname, port, authorization)
 
 
 # --- TLS ----------------------------------------------------------------------------------------------------
@@ -941,17 +808,20 @@ class Session:
     def _once(self, request: _Request, watch: _Watch, connect: float, deadline: float, verify: bool) -> Response:
         parts = urlsplit(request.url)
         scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             raise InvalidRequestError(f"No connection adapters were found for {request.url!r}")
         host = parts.hostname
         try:
-            port = parts.port or _DEFAULT_PORTS[scheme]
+            port = parts.port or DEFAULT_PORTS[scheme]
         except ValueError:
             raise InvalidRequestError(f"Invalid URL {request.url!r}: bad port") from None
         if not host:
             raise InvalidRequestError(f"Invalid URL {request.url!r}: No host supplied")
         named = proxy_for(request.url, self.environ)
-        proxy = _parse_proxy(named) if named else None
+        try:
+            proxy = parse_proxy(named) if named else None
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from exc
         secure = scheme == "https"
         key: _Key = (scheme, host, port, secure and verify, proxy.key if proxy else "")
         connection = self._pool.take(key)
@@ -965,7 +835,7 @@ class Session:
         connection.watch = watch
         watch.enlist(connection)
         authority = f"[{host}]" if ":" in host else host
-        if port != _DEFAULT_PORTS[scheme]:
+        if port != DEFAULT_PORTS[scheme]:
             authority += f":{port}"
         target = parts._replace(scheme="", netloc="", fragment="").geturl() or "/"
         if not target.startswith("/"):
