@@ -3,9 +3,11 @@ streamed bodies, TLS trust roots, proxies; and its rules, checked against what r
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
+import socket
 import threading
 import time
 import tracemalloc
@@ -355,6 +357,59 @@ def test_link_headers_parse_as_requests_parses_them(value: str) -> None:
 )
 def test_urls_are_quoted_as_requests_quotes_them(url: str) -> None:
     assert transport.requote_uri(url) == requests.utils.requote_uri(url)
+
+
+class Raw:
+    """Answers every connection with ``answer`` as it stands, then closes: for answers no server would send."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
+                    conn.sendall(self.answer)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", "Connection broken"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123", "Connection broken"),
+        (b"", "Remote end closed connection"),
+        (b"NOT HTTP AT ALL\r\n\r\n", "Connection aborted"),
+    ],
+    ids=["short body", "short chunked body", "closed without an answer", "not http"],
+)
+def test_an_answer_cut_short_is_never_used_and_stays_transient(answer: bytes, reason: str) -> None:
+    server = Raw(answer)  # a loopback registry: HTTPS first, which fails, then plain HTTP
+    try:
+        with Registry(docker_config=None, timeout=10) as client, pytest.raises(RegistryError) as caught:
+            client.get_manifest(ImageName(f"{server.address}/team/app"), "v1")
+    finally:
+        server.stop()
+    assert caught.value.transient
+    assert f"cannot talk to {server.address} ({reason})" in str(caught.value)
 
 
 # --- TLS -------------------------------------------------------------------------------------------------

@@ -58,7 +58,13 @@ _DIGEST_ANY = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _OPENSSL_REASON = re.compile(r"\[SSL(?:: [A-Z0-9_]+)?\] ([^(]+?)\s*\(_ssl")
 _TLS_CUT = ("eof", "connection reset", "connection aborted")
-_REASONS = ("Remote end closed connection", "Connection aborted", "Connection reset", "Connection refused")
+_REASONS = (
+    "Remote end closed connection",
+    "Connection aborted",
+    "Connection reset",
+    "Connection refused",
+    "Connection broken",
+)
 
 
 # --- pure helpers -----------------------------------------------------------------------------------------
