@@ -365,10 +365,6 @@ class _Request:
     body_start: int | None = None
     """Where a file body starts, to send it again after a 307 or 308."""
 
-    def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        return next((value for key, value in self.headers if key.lower() == wanted), None)
-
     def without(self, *names: str) -> tuple[tuple[str, str], ...]:
         dropped = {name.lower() for name in names}
         return tuple((key, value) for key, value in self.headers if key.lower() not in dropped)
