@@ -490,16 +490,19 @@ def ca_bundle(environ: Mapping[str, str]) -> str:
 
 
 def _certifi_bundle() -> str:
+    """certifi's ``cacert.pem``, the file ``certifi.where()`` names, found without importing certifi (its import
+    costs more than the lookup; it is installed as requests' dependency)."""
     import importlib.util  # only for a verified TLS connection
 
     spec = importlib.util.find_spec("certifi")
-    if spec is not None and spec.submodule_search_locations:
-        path = os.path.join(next(iter(spec.submodule_search_locations)), "cacert.pem")  # noqa: PTH118
-        if os.path.isfile(path):  # noqa: PTH113 - installed as files, as certifi.where() then answers
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(location, "cacert.pem")  # noqa: PTH118
+        if os.path.isfile(path):  # noqa: PTH113
             return path
-    import certifi  # a zipped install: let certifi extract its file
-
-    return str(certifi.where())
+    raise InvalidRequestError(
+        "certifi's CA certificates (cacert.pem) are not installed as a file: point REQUESTS_CA_BUNDLE at the CA "
+        "certificates to trust"
+    )
 
 
 def _tls_context(verify: bool, environ: Mapping[str, str]) -> ssl.SSLContext:
