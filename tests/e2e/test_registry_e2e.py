@@ -10,16 +10,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import registry_api
-import requests
 from registry_server import RegistryServer
 
 from buildonce.docker.config import Credentials
 from buildonce.errors import RegistryError
 from buildonce.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from buildonce.references import ImageName, Reference
+from buildonce.registry import http as transport
 from buildonce.registry.client import Registry
 
 BOTH = "linux/amd64,linux/arm64"
@@ -153,7 +154,9 @@ def _layout(tmp_path: Path, *, random_bytes: int = 0) -> tuple[Path, str]:
     return layout, digest
 
 
-def test_push_layout_to_two_registries(registry: RegistryServer, auth_registry: RegistryServer, tmp_path: Path) -> None:
+def test_push_layout_to_two_registries(
+    registry: RegistryServer, auth_registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     layout, built = _layout(tmp_path)
     index_entry = json.loads((layout / "index.json").read_text())["manifests"][0]
     assert index_entry["digest"] == built
@@ -164,11 +167,14 @@ def test_push_layout_to_two_registries(registry: RegistryServer, auth_registry: 
     sent: list[tuple[str, str, int]] = []
 
     with Registry(logins={auth_registry.address: Credentials(user, password)}, docker_config=tmp_path) as client:
+        request = transport.bounded_request
 
-        def record(response: requests.Response, *args: object, **kwargs: object) -> None:
-            sent.append((response.request.method or "", response.url, response.status_code))
+        def record(*args: Any, **kwargs: Any) -> transport.Response:
+            response = request(*args, **kwargs)
+            sent.append((response.method, response.url, response.status_code))
+            return response
 
-        client._session.hooks["response"].append(record)  # a look at the traffic: which blobs were mounted
+        monkeypatch.setattr(transport, "bounded_request", record)  # a look at the traffic: which blobs were mounted
         assert client.push_layout(layout, references) == built
         for ref in references:
             assert client.resolve(ref.image, ref.tag) == built

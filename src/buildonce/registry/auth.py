@@ -6,6 +6,7 @@ client fetches and refreshes the tokens.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,3 +39,12 @@ def parse_challenge(header: str) -> Challenge | None:
 
 def scope(image: ImageName, actions: str) -> str:
     return f"repository:{image.repository}:{actions}"
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """An ``Authorization: Basic`` value; latin-1 like requests, UTF-8 for what latin-1 cannot carry."""
+    try:
+        raw = f"{username}:{password}".encode("latin-1")
+    except UnicodeEncodeError:
+        raw = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")

@@ -16,15 +16,11 @@ import re
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
-
-import requests
-import urllib3
 
 from buildonce.docker.config import (
     DOCKER_HUB_API,
@@ -62,7 +58,13 @@ _DIGEST_ANY = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _OPENSSL_REASON = re.compile(r"\[SSL(?:: [A-Z0-9_]+)?\] ([^(]+?)\s*\(_ssl")
 _TLS_CUT = ("eof", "connection reset", "connection aborted")
-_REASONS = ("Remote end closed connection", "Connection aborted", "Connection reset", "Connection refused")
+_REASONS = (
+    "Remote end closed connection",
+    "Connection aborted",
+    "Connection reset",
+    "Connection refused",
+    "Connection broken",
+)
 
 
 # --- pure helpers -----------------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ def _with_query(url: str, **params: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    """The useful end of a requests exception, whose text nests a pool, a URL and object reprs."""
+    """The useful end of a transport error's text: the socket's words (``Connection refused``) or its kind."""
     text = str(exc)
     found = _ERRNO.search(text)
     if found:
@@ -102,7 +104,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _tls_reason(exc: BaseException) -> str:
-    """OpenSSL's words from a requests SSLError, e.g. ``certificate verify failed: self-signed certificate``."""
+    """OpenSSL's words from a TLS error, e.g. ``certificate verify failed: self-signed certificate``."""
     found = _OPENSSL_REASON.search(str(exc))
     return found.group(1).strip() if found else _reason(exc)
 
@@ -522,7 +524,7 @@ class Registry:
     # --- reading helpers ------------------------------------------------------------------------------------
     def _lookup(
         self, method: str, image: ImageName, suffix: str, what: str, headers: Mapping[str, str]
-    ) -> requests.Response:
+    ) -> transport.Response:
         path = f"/v2/{image.repository}{suffix}"
         response = self._send(method, image.registry, path, (scope(image, "pull"),), what, headers=headers)
         if response.status_code == 401 and self._bearer_with_login(image.registry):
@@ -579,7 +581,7 @@ class Registry:
         *,
         headers: Mapping[str, str] | None = None,
         body: bytes | Path | None = None,
-    ) -> requests.Response:
+    ) -> transport.Response:
         """One request, and once more after a 401 that says how to authenticate (anonymous at first)."""
         url = path_or_url if "://" in path_or_url else base_url(registry) + path_or_url
         known = self._challenges.get(registry)
@@ -607,13 +609,13 @@ class Registry:
         what: str,
         headers: Mapping[str, str] | None,
         body: bytes | Path | None,
-    ) -> requests.Response:
+    ) -> transport.Response:
         sent = {**(headers or {}), **self._authorization(url, registry, scopes, what)}
         return self._request(method, url, what=what, registry=registry, headers=sent, body=body)
 
     def _request(
         self, method: str, url: str, *, what: str, registry: str, body: bytes | Path | None = None, **kwargs: Any
-    ) -> requests.Response:
+    ) -> transport.Response:
         """One HTTP request within the operation's deadline; any failure becomes a classified RegistryError.
 
         As Docker does, a registry it treats as insecure by default (loopback) is asked over HTTPS first, its
@@ -624,27 +626,25 @@ class Registry:
         url = self._with_known_scheme(url)
         try:
             return self._exchange(method, url, deadline, body, kwargs)
-        except (transport.DeadlineError, requests.RequestException) as exc:
+        except (transport.DeadlineError, transport.TransportError) as exc:
             plain = self._fallback_for(url, exc)
             if plain is None:
                 raise self._transport_error(exc, what, registry, url, deadline) from exc
         try:
             response = self._exchange(method, plain, deadline, body, kwargs)
-        except (transport.DeadlineError, requests.RequestException) as exc:
+        except (transport.DeadlineError, transport.TransportError) as exc:
             raise self._transport_error(exc, what, registry, plain, deadline) from exc
         self._plain.add(urlsplit(plain).netloc.lower())
         return response
 
     def _exchange(
         self, method: str, url: str, deadline: float, body: bytes | Path | None, kwargs: Mapping[str, Any]
-    ) -> requests.Response:
+    ) -> transport.Response:
         options = dict(kwargs)
         with contextlib.ExitStack() as stack:
             if url.startswith("https://") and self._is_insecure(urlsplit(url).netloc):
                 options["verify"] = False  # as Docker, for a registry it treats as insecure
                 options["connect_seconds"] = transport.TLS_HANDSHAKE_SECONDS
-                stack.enter_context(warnings.catch_warnings())
-                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
             if isinstance(body, Path):
                 options["data"] = stack.enter_context(body.open("rb"))
             elif body is not None:
@@ -670,9 +670,9 @@ class Registry:
         parts = urlsplit(url)
         if parts.scheme != "https" or not self._is_insecure(parts.netloc):
             return None
-        refused = isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
+        refused = isinstance(exc, transport.ConnectError) and "refused" in str(exc).lower()
         no_port = transport.split_host(parts.netloc)[1] is None
-        if isinstance(exc, (requests.exceptions.SSLError, requests.Timeout)) or (refused and no_port):
+        if isinstance(exc, (transport.TLSError, transport.ConnectTimeoutError)) or (refused and no_port):
             return parts._replace(scheme="http").geturl()
         return None
 
@@ -727,7 +727,7 @@ class Registry:
 
     def _refresh_token(
         self, realm: str, service: str | None, scopes: tuple[str, ...], refresh: str, *, what: str, registry: str
-    ) -> requests.Response:
+    ) -> transport.Response:
         # An identity token (what `docker login` stores for some registries, e.g. ACR) is an OAuth2
         # refresh token: it is exchanged by POST, as the docker CLI does, instead of sent as a password.
         form = {
@@ -780,22 +780,22 @@ class Registry:
     ) -> RegistryError:
         """Classify a request that got no usable answer; permanent messages say what to fix."""
         netloc = urlsplit(url).netloc
-        if isinstance(exc, (transport.DeadlineError, requests.Timeout)):
+        if isinstance(exc, (transport.DeadlineError, transport.ConnectTimeoutError)):
             return self._error(
                 f"{what}: {registry} did not answer in full within {self._timeout:g} s, the time one registry "
                 "operation may take (timeout-minutes).",
                 transient=True,
             )
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, transport.TLSError):
             return self._tls_error(exc, what, registry, netloc)
-        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        if isinstance(exc, (transport.ConnectError, transport.BrokenAnswerError)):
             answered = "refused" not in str(exc).lower()  # something listens, and broke off
             if url.startswith("http://") and answered and transport.speaks_tls(netloc, deadline):
                 return self._https_port_error(what, url)
             return self._error(f"{what}: cannot talk to {registry} ({_reason(exc)}).", transient=True)
         return self._error(f"{what}: request to {registry} failed ({type(exc).__name__}: {exc}).")
 
-    def _tls_error(self, exc: requests.exceptions.SSLError, what: str, registry: str, netloc: str) -> RegistryError:
+    def _tls_error(self, exc: transport.TLSError, what: str, registry: str, netloc: str) -> RegistryError:
         reason = _tls_reason(exc)
         if transport.answered_in_plain_http(exc):
             return self._error(f"{what}: {netloc} answered HTTPS in plain HTTP. {self._plain_http_hint()}")
@@ -829,7 +829,7 @@ class Registry:
 
     def _http_error(
         self,
-        response: requests.Response,
+        response: transport.Response,
         what: str,
         image: ImageName | None,
         actions: str,
