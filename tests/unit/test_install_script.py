@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
 
 
-def load_installer() -> Any:
-    spec = importlib.util.spec_from_file_location("buildonce_install_script", ROOT / "action" / "install.py")
+def load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -27,7 +27,8 @@ def load_installer() -> Any:
     return module
 
 
-install = load_installer()
+install = load("buildonce_installer", ROOT / "action" / "installer.py")
+finder = load("buildonce_install_script", ROOT / "action" / "install.py")
 LINUX_311 = {
     "os_name": "posix",
     "sys_platform": "linux",
@@ -184,16 +185,26 @@ def test_the_store_key_changes_with_the_lock_and_names_the_interpreter() -> None
     assert re.fullmatch(r"[A-Za-z0-9._-]+", key)
 
 
-def test_the_store_lives_in_the_tool_cache_when_there_is_one(tmp_path: Path) -> None:
-    assert install.store_root({"RUNNER_TOOL_CACHE": str(tmp_path)}, tmp_path / "temp") == tmp_path / "buildonce-wheels"
-    assert install.store_root({}, tmp_path / "t") == tmp_path / "t" / "buildonce" / "wheels"
-    assert install.store_root({"RUNNER_TOOL_CACHE": "relative"}, tmp_path / "t") == tmp_path / "t/buildonce/wheels"
+def roots(env: dict[str, str], temp: Path) -> tuple[Path, Path]:
+    return Path(finder.store_root(env, str(temp))), Path(finder.installs_root(env, str(temp)))
+
+
+def test_the_store_and_the_installs_live_in_the_tool_cache_when_there_is_one(tmp_path: Path) -> None:
+    assert roots({"RUNNER_TOOL_CACHE": str(tmp_path)}, tmp_path / "temp") == (
+        tmp_path / "buildonce-wheels",
+        tmp_path / "buildonce",
+    )
+    assert roots({}, tmp_path / "t") == (tmp_path / "t/buildonce/wheels", tmp_path / "t/buildonce/installs")
+    assert roots({"RUNNER_TOOL_CACHE": "relative"}, tmp_path / "t") == (
+        tmp_path / "t/buildonce/wheels",
+        tmp_path / "t/buildonce/installs",
+    )
 
 
 def test_a_tool_cache_the_runner_names_but_never_made_is_made(tmp_path: Path) -> None:
     """act, and a new self-hosted runner, name a tool cache that does not exist yet."""
     named = tmp_path / "cache" / "tool_cache"
-    assert install.store_root({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t") == named / "buildonce-wheels"
+    assert roots({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t")[0] == named / "buildonce-wheels"
     assert named.is_dir()
 
 
@@ -201,7 +212,7 @@ def test_a_tool_cache_that_cannot_be_made_leaves_the_store_in_the_jobs_temp(tmp_
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     named = blocker / "tool_cache"
-    assert install.store_root({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t") == tmp_path / "t/buildonce/wheels"
+    assert roots({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t")[0] == tmp_path / "t/buildonce/wheels"
 
 
 # --- unpacking ----------------------------------------------------------------------------------------------
@@ -215,7 +226,7 @@ def test_a_wheel_unpacks_into_site_packages_with_its_purelib_data(tmp_path: Path
     assert (site / "alpha" / "__init__.py").read_text() == "A = 1\n"
     assert (site / "extra.py").read_text() == "B = 2\n"
     assert (site / "alpha-1.0.dist-info" / "INSTALLER").read_text() == "buildonce\n"
-    assert install.installed_distributions(site) == {("alpha", "1.0")}
+    assert finder.installed_distributions(str(site)) == {("alpha", "1.0")}
 
 
 @pytest.mark.parametrize("member", ["../escape.py", "/etc/escape.py", "alpha/../../escape.py", "C:/escape.py"])
