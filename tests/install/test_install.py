@@ -176,6 +176,31 @@ def test_the_next_job_on_the_machine_finds_the_finished_install_without_the_stor
     assert str(machine.tool_cache / "buildonce") in run_buildonce(plan.outputs["python"], tmp_path)
 
 
+def imported(argv: list[str], env: dict[str, str], cwd: Path) -> set[str]:
+    """The modules a Python process imports, as -X importtime lists them."""
+    python = str(Path(sys.executable).resolve().parent / "python3")
+    result = subprocess.run(
+        [python, "-I", "-X", "importtime", *argv], env=env, cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", result.stderr, re.MULTILINE))
+
+
+def test_finding_the_install_imports_only_what_finding_it_needs(machine: Store, tmp_path: Path) -> None:
+    """The plan step runs in every job: with the install there it loads neither the installer nor what making
+    an install takes (pathlib, re, zipfile, venv, subprocess...)."""
+    assert run_step(ROOT, tmp_path / "job-1", machine.tool_cache, "plan", env=offline()).code == 0
+    temp = tmp_path / "job-2"
+    temp.mkdir()
+    output = temp / "output"
+    output.write_text("")
+    env = base_environment(RUNNER_TEMP=str(temp), GITHUB_OUTPUT=str(output), RUNNER_TOOL_CACHE=str(machine.tool_cache))
+    modules = imported([str(ROOT / "action" / "install.py"), "plan"], env, temp) - imported(["-c", "pass"], env, temp)
+    assert "python" in parse_outputs(output.read_text()), "the install was found"
+    heavy = {"buildonce_installer", "pathlib", "re", "zipfile", "venv", "subprocess", "tempfile", "shutil", "platform"}
+    assert not modules & (heavy | {"concurrent.futures", "dataclasses", "typing"}), sorted(modules)
+    assert "hashlib" in modules
+
+
 def test_the_finished_install_is_marked_as_used_by_each_job(machine: Store, tmp_path: Path) -> None:
     first = run_step(ROOT, tmp_path / "job-1", machine.tool_cache, "plan", env=offline())
     stamp = Path(first.outputs["python"]).parent.parent / ".buildonce-fingerprint"
