@@ -44,17 +44,23 @@ STAMP = ".buildonce-fingerprint"
 """The completion stamp, written last: the fingerprint, then the packages; its mtime is the install's last use."""
 
 
-def read_sources(directory: str = SOURCES) -> dict[str, bytes]:
-    """buildonce's source files (no bytecode) by their path relative to ``directory``, in a stable order: read
-    once, so that the files fingerprinted, checked and copied are the same bytes."""
-    found: dict[str, bytes] = {}
+def source_files(directory: str) -> list[str]:
+    """The files under ``directory`` but bytecode, by their path relative to it, in a stable order."""
+    found = []
     for folder, subfolders, files in os.walk(directory):
         subfolders[:] = sorted(name for name in subfolders if name != "__pycache__")
         relative = os.path.relpath(folder, directory).replace(os.sep, "/")
-        for name in sorted(files):
-            if not name.endswith(".pyc"):
-                with open(os.path.join(folder, name), "rb") as stream:
-                    found[name if relative == "." else f"{relative}/{name}"] = stream.read()
+        found += [name if relative == "." else f"{relative}/{name}" for name in sorted(files) if name[-4:] != ".pyc"]
+    return found
+
+
+def read_sources(directory: str = SOURCES) -> dict[str, bytes]:
+    """buildonce's source files by their path relative to ``directory``: read once, so that the files
+    fingerprinted, checked and copied are the same bytes."""
+    found: dict[str, bytes] = {}
+    for relative in source_files(directory):
+        with open(os.path.join(directory, relative), "rb") as stream:
+            found[relative] = stream.read()
     return found
 
 
@@ -174,6 +180,8 @@ class Job:
         site = site_packages(directory)
         try:
             if installed_distributions(site) != stamp[1]:
+                return False
+            if source_files(os.path.join(site, "buildonce")) != list(self.sources):
                 return False
             for relative, content in self.sources.items():
                 with open(os.path.join(site, "buildonce", relative), "rb") as stream:

@@ -283,6 +283,10 @@ def damage_a_source(site: Path, install: Path) -> None:
     (site / "buildonce" / "tags.py").write_text("raise SystemExit('changed')\n")
 
 
+def damage_by_adding_a_module(site: Path, install: Path) -> None:
+    (site / "buildonce" / "commands" / "planted.py").write_text("raise SystemExit('planted')\n")
+
+
 def damage_by_adding_a_package(site: Path, install: Path) -> None:
     (site / "extra-1.0.dist-info").mkdir()
 
@@ -307,6 +311,7 @@ def damage_by_leaving_it_half_made(site: Path, install: Path) -> None:
     "damage",
     [
         damage_a_source,
+        damage_by_adding_a_module,
         damage_by_adding_a_package,
         damage_by_removing_a_package,
         damage_the_interpreter,
@@ -334,6 +339,7 @@ def test_a_damaged_or_changed_install_is_replaced_with_a_warning(
     assert installs(machine.tool_cache) == [install.name], "the damaged one is replaced, not kept beside it"
     assert (site / "buildonce" / "tags.py").read_bytes() == (ROOT / "src" / "buildonce" / "tags.py").read_bytes()
     assert not (site / "extra-1.0.dist-info").exists()
+    assert not (site / "buildonce" / "commands" / "planted.py").exists()
     assert list(site.glob("tenacity-*.dist-info"))
     assert str(install) in run_buildonce(python, tmp_path)
     # And the next job finds the new one as it is.
