@@ -427,3 +427,8 @@ def test_the_fingerprint_covers_the_sources_the_lock_and_both_installer_files(tm
     (copy / "installer.py").write_text((copy / "installer.py").read_text() + "\n# changed\n")
     changed = load("buildonce_install_copy", copy / "install.py")
     assert changed.fingerprint(lock, sources) != digest
+
+
+def test_both_installer_files_name_the_same_stamp() -> None:
+    assert install.STAMP == finder.STAMP == ".buildonce-fingerprint"
+    assert install.MINIMUM_PYTHON == finder.MINIMUM_PYTHON
