@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import re
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
 
 
-def load_installer() -> Any:
-    spec = importlib.util.spec_from_file_location("buildonce_install_script", ROOT / "action" / "install.py")
+def load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -27,7 +29,8 @@ def load_installer() -> Any:
     return module
 
 
-install = load_installer()
+install = load("buildonce_installer", ROOT / "action" / "installer.py")
+finder = load("buildonce_install_script", ROOT / "action" / "install.py")
 LINUX_311 = {
     "os_name": "posix",
     "sys_platform": "linux",
@@ -184,16 +187,26 @@ def test_the_store_key_changes_with_the_lock_and_names_the_interpreter() -> None
     assert re.fullmatch(r"[A-Za-z0-9._-]+", key)
 
 
-def test_the_store_lives_in_the_tool_cache_when_there_is_one(tmp_path: Path) -> None:
-    assert install.store_root({"RUNNER_TOOL_CACHE": str(tmp_path)}, tmp_path / "temp") == tmp_path / "buildonce-wheels"
-    assert install.store_root({}, tmp_path / "t") == tmp_path / "t" / "buildonce" / "wheels"
-    assert install.store_root({"RUNNER_TOOL_CACHE": "relative"}, tmp_path / "t") == tmp_path / "t/buildonce/wheels"
+def roots(env: dict[str, str], temp: Path) -> tuple[Path, Path]:
+    return Path(finder.store_root(env, str(temp))), Path(finder.installs_root(env, str(temp)))
+
+
+def test_the_store_and_the_installs_live_in_the_tool_cache_when_there_is_one(tmp_path: Path) -> None:
+    assert roots({"RUNNER_TOOL_CACHE": str(tmp_path)}, tmp_path / "temp") == (
+        tmp_path / "buildonce-wheels",
+        tmp_path / "buildonce",
+    )
+    assert roots({}, tmp_path / "t") == (tmp_path / "t/buildonce/wheels", tmp_path / "t/buildonce/installs")
+    assert roots({"RUNNER_TOOL_CACHE": "relative"}, tmp_path / "t") == (
+        tmp_path / "t/buildonce/wheels",
+        tmp_path / "t/buildonce/installs",
+    )
 
 
 def test_a_tool_cache_the_runner_names_but_never_made_is_made(tmp_path: Path) -> None:
     """act, and a new self-hosted runner, name a tool cache that does not exist yet."""
     named = tmp_path / "cache" / "tool_cache"
-    assert install.store_root({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t") == named / "buildonce-wheels"
+    assert roots({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t")[0] == named / "buildonce-wheels"
     assert named.is_dir()
 
 
@@ -201,7 +214,7 @@ def test_a_tool_cache_that_cannot_be_made_leaves_the_store_in_the_jobs_temp(tmp_
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     named = blocker / "tool_cache"
-    assert install.store_root({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t") == tmp_path / "t/buildonce/wheels"
+    assert roots({"RUNNER_TOOL_CACHE": str(named)}, tmp_path / "t")[0] == tmp_path / "t/buildonce/wheels"
 
 
 # --- unpacking ----------------------------------------------------------------------------------------------
@@ -215,7 +228,7 @@ def test_a_wheel_unpacks_into_site_packages_with_its_purelib_data(tmp_path: Path
     assert (site / "alpha" / "__init__.py").read_text() == "A = 1\n"
     assert (site / "extra.py").read_text() == "B = 2\n"
     assert (site / "alpha-1.0.dist-info" / "INSTALLER").read_text() == "buildonce\n"
-    assert install.installed_distributions(site) == {("alpha", "1.0")}
+    assert finder.installed_distributions(str(site)) == {("alpha", "1.0")}
 
 
 @pytest.mark.parametrize("member", ["../escape.py", "/etc/escape.py", "alpha/../../escape.py", "C:/escape.py"])
@@ -262,3 +275,160 @@ def test_the_wheels_are_found_then_restored_then_installed(path: Path) -> None:
     assert users, "no step runs buildonce"
     assert all(step["env"]["BUILDONCE_PYTHON"] == python for step in users)
     assert "steps.install.outputs.python }}" not in path.read_text().replace(python, "")
+
+
+# --- the finished installs ----------------------------------------------------------------------------------
+
+
+def made_install(root: Path, name: str, content: str = "made") -> Path:
+    directory = root / name
+    (directory / "bin").mkdir(parents=True)
+    (directory / "bin" / "python").write_text(content)
+    (directory / ".buildonce-fingerprint").write_text("x\n")
+    return directory
+
+
+def test_a_made_install_is_renamed_into_an_empty_place(tmp_path: Path) -> None:
+    made = made_install(tmp_path, ".building-1")
+    said: list[str] = []
+    assert install.place(made, tmp_path / ("a" * 32), lambda _: False, said.append) is True
+    assert (tmp_path / ("a" * 32) / "bin" / "python").read_text() == "made"
+    assert not made.exists()
+    assert said == []
+
+
+def test_the_job_that_renames_second_uses_the_first_ones_install(tmp_path: Path) -> None:
+    winner = made_install(tmp_path, "a" * 32, "winner")
+    loser = made_install(tmp_path, ".building-2", "loser")
+    checked: list[Path] = []
+
+    def unchanged(path: Path) -> bool:
+        checked.append(path)
+        return True
+
+    assert install.place(loser, winner, unchanged, print) is False
+    assert checked == [winner], "the winner's install is checked before it is used"
+    assert (winner / "bin" / "python").read_text() == "winner"
+    assert not loser.exists(), "the loser's copy is discarded"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a" * 32]
+
+
+def test_an_install_in_the_way_that_is_not_this_one_is_replaced_with_a_warning(tmp_path: Path) -> None:
+    damaged = made_install(tmp_path, "a" * 32, "damaged")
+    made = made_install(tmp_path, ".building-3", "made")
+    said: list[str] = []
+    assert install.place(made, damaged, lambda _: False, said.append) is True
+    assert (damaged / "bin" / "python").read_text() == "made"
+    assert len(said) == 1
+    assert said[0].startswith("::warning")
+    assert str(damaged) in said[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a" * 32], "the damaged one is removed"
+
+
+def test_a_place_that_stays_taken_fails_after_a_few_tries(tmp_path: Path) -> None:
+    target = tmp_path / ("a" * 32)
+    target.write_text("a file, where a directory should be, that cannot be set aside")
+    made = made_install(tmp_path, ".building-4")
+    attempts: list[Path] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(install, "set_aside", attempts.append)
+        with pytest.raises(install.InstallError, match="could not rename the new install"):
+            install.place(made, target, lambda _: False, lambda _: None)
+    assert len(attempts) == 3
+
+
+DAY = 86400
+
+
+def aged(path: Path, days: float, now: float) -> Path:
+    for each in (path / ".buildonce-fingerprint", path):
+        if each.exists() and not each.is_symlink():
+            os.utime(each, (now - days * DAY, now - days * DAY))
+    return path
+
+
+def test_installs_unused_for_a_month_and_abandoned_temporaries_are_swept(tmp_path: Path) -> None:
+    now = time.time()
+    root = tmp_path / "buildonce"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("")
+    old = aged(made_install(root, "a" * 32), 31, now)
+    recent = aged(made_install(root, "b" * 32), 29, now)
+    in_use = aged(made_install(root, "c" * 32), 400, now)
+    abandoned = aged(made_install(root, ".building-" + "d" * 32 + "-x"), 2, now)
+    building = aged(made_install(root, ".building-" + "e" * 32 + "-y"), 0.1, now)
+    left_aside = aged(made_install(root, ".discarded-" + "f" * 32 + "-z"), 1.5, now)
+    unrelated = aged(made_install(root, "not-an-install"), 400, now)
+    link = root / ("9" * 32)
+    link.symlink_to(outside)
+    aged(outside, 400, now)
+    removed = install.sweep(root, in_use.name, now)
+    assert sorted(removed) == sorted([old.name, abandoned.name, left_aside.name])
+    assert sorted(path.name for path in root.iterdir()) == sorted(
+        [recent.name, in_use.name, building.name, unrelated.name, link.name]
+    )
+    assert (outside / "precious").exists(), "a link is never followed out of the installs' directory"
+
+
+def test_an_install_a_job_touches_while_it_is_swept_is_put_back(tmp_path: Path) -> None:
+    now = time.time()
+    old = aged(made_install(tmp_path, "a" * 32), 31, now)
+    rename = install.set_aside
+
+    def touched_meanwhile(path: Path) -> Path | None:
+        aside: Path | None = rename(path)
+        assert aside is not None
+        os.utime(aside / ".buildonce-fingerprint", (now, now))  # a job found it just before the rename
+        return aside
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(install, "set_aside", touched_meanwhile)
+        assert install.sweep(tmp_path, "b" * 32, now) == []
+    assert (old / "bin" / "python").read_text() == "made"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a" * 32]
+
+
+def test_a_sweep_looks_at_a_bounded_number_of_entries(tmp_path: Path) -> None:
+    now = time.time()
+    for index in range(5):
+        aged(made_install(tmp_path, f"{index:032x}"), 40, now)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(install, "MOST_ENTRIES", 2)
+        assert len(install.sweep(tmp_path, "", now)) == 2
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_the_stamp_lists_the_fingerprint_and_the_packages(tmp_path: Path) -> None:
+    packages = frozenset({("docker", "7.2.0"), ("requests", "2.34.2")})
+    (tmp_path / ".buildonce-fingerprint").write_text(finder.stamp_text("f" * 64, packages))
+    assert finder.read_stamp(str(tmp_path)) == ("f" * 64, packages)
+    (tmp_path / ".buildonce-fingerprint").write_text("f" * 64 + "\nnot a package line\n")
+    assert finder.read_stamp(str(tmp_path)) is None
+    (tmp_path / ".buildonce-fingerprint").write_text("")
+    assert finder.read_stamp(str(tmp_path)) is None
+
+
+def test_the_fingerprint_covers_the_sources_the_lock_and_both_installer_files(tmp_path: Path) -> None:
+    sources = finder.read_sources()
+    assert "__init__.py" in sources
+    assert "commands/consume.py" in sources
+    assert not any("__pycache__" in name or name.endswith(".pyc") for name in sources)
+    lock = LOCK.read_bytes()
+    digest = finder.fingerprint(lock, sources)
+    assert digest == finder.fingerprint(lock, dict(sources))
+    assert digest != finder.fingerprint(lock + b"\n", sources)
+    assert digest != finder.fingerprint(lock, {**sources, "tags.py": sources["tags.py"] + b"\n"})
+    assert digest != finder.fingerprint(lock, {**sources, "new.py": b""})
+    copy = tmp_path / "action"
+    copy.mkdir()
+    for name in ("install.py", "installer.py"):
+        (copy / name).write_bytes((ROOT / "action" / name).read_bytes())
+    (copy / "installer.py").write_text((copy / "installer.py").read_text() + "\n# changed\n")
+    changed = load("buildonce_install_copy", copy / "install.py")
+    assert changed.fingerprint(lock, sources) != digest
+
+
+def test_both_installer_files_name_the_same_stamp() -> None:
+    assert install.STAMP == finder.STAMP == ".buildonce-fingerprint"
+    assert install.MINIMUM_PYTHON == finder.MINIMUM_PYTHON
