@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import io
 import json
+import threading
 from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,15 +15,18 @@ import pytest
 from events import payload, runner_env
 from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
+from buildonce.__main__ import main
 from buildonce.commands.build import BuildJob, _stop_unless_needed, prepare
 from buildonce.commands.publish import Existing
 from buildonce.docker.buildx import BuildOutcome, Output, Stopper
+from buildonce.docker.engine import LocalImage
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Console, Inputs
 from buildonce.labels import REVISION, Keys
 from buildonce.options import build_options
 from buildonce.plan import make_plan
+from buildonce.references import Reference
 from buildonce.retry import RetryPolicy
 
 
@@ -215,3 +221,82 @@ def test_a_failed_preparation_stops_the_build() -> None:
     stopper = Stopper()
     _stop_unless_needed(done, stopper, rebuild=False)
     assert stopper.stopped
+
+
+class StoreUnknownEngine(FakeEngine):
+    """An engine that fails the test if asked which image store it has."""
+
+    @property
+    def containerd_store(self) -> bool:
+        raise AssertionError("the engine was asked for its image store")
+
+    @containerd_store.setter
+    def containerd_store(self, value: bool) -> None:
+        pass
+
+
+def test_a_pushed_digest_that_is_the_built_one_is_proof_without_asking_the_engine(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = StoreUnknownEngine(registry)
+    built = manifest_for(SHA)
+    engine.names[f"{IMAGE}:sha-0123456"] = (built, SHA)
+    report = job(registry, engine).push(Output.ENGINE, outcome(built.digest), tmp_path)
+    assert report.digest == built.digest
+    # Any other digest still asks the engine (its store decides what proves the image), and fails here.
+    registry = FakeRegistry()
+    engine = StoreUnknownEngine(registry)
+    engine.names[f"{IMAGE}:sha-0123456"] = (manifest_for(OTHER), OTHER)
+    with pytest.raises(AssertionError, match="image store"):
+        job(registry, engine).push(Output.ENGINE, outcome(built.digest), tmp_path)
+
+
+class SlowPushEngine(FakeEngine):
+    """An engine whose push waits (boundedly) for the image's inspection to have started."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        super().__init__(registry)
+        self.inspecting = threading.Event()
+        self.order: list[str] = []
+
+    def inspect(self, reference: str) -> LocalImage | None:
+        self.inspecting.set()
+        self.order.append(f"inspect {reference}")
+        return LocalImage(id="sha256:" + "1" * 64, labels={}, size=4242)
+
+    def push(self, reference: Reference, timeout: float) -> str:
+        beside = self.inspecting.wait(timeout=10)
+        self.order.append(f"push {reference} (inspect started: {beside})")
+        return super().push(reference, timeout)
+
+
+def test_the_images_size_is_asked_of_the_engine_beside_its_push(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = SlowPushEngine(registry)
+    built = manifest_for(SHA)
+    engine.names[f"{IMAGE}:sha-0123456"] = (built, SHA)
+    report = job(registry, engine).push(Output.ENGINE, outcome(built.digest), tmp_path)
+    assert f"push {IMAGE}:sha-0123456 (inspect started: True)" in engine.order
+    assert engine.order.count(f"inspect {IMAGE}:sha-0123456") == 1
+    assert report.size == 4242
+
+
+def test_a_failed_push_fails_the_run_though_the_size_was_asked_beside_it(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = SlowPushEngine(registry)
+    engine.names[f"{IMAGE}:sha-0123456"] = (manifest_for(OTHER), OTHER)
+    with pytest.raises(VerificationError, match="not the image this build made"):
+        job(registry, engine).push(Output.ENGINE, outcome(manifest_for(SHA).digest), tmp_path)
+    assert registry.puts == []
+
+
+def test_a_build_process_leaves_its_objects_out_of_the_collections_at_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered: list[object] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    (tmp_path / "out").write_text("")
+    env = {**runner_env("push-branch"), "GITHUB_OUTPUT": str(tmp_path / "out"), "INPUT_IMAGES": "a/b"}
+    # Even a run that fails at its first input exits without the interpreter's last collections.
+    code = main(["build"], env={**env, "INPUT_TIMEOUT-MINUTES": "soon"}, stdout=io.StringIO())
+    assert code == 1
+    assert registered == [gc.freeze]

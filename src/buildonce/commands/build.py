@@ -7,6 +7,8 @@ check is stopped), the build runs exactly once, then push and verify retry only 
 
 from __future__ import annotations
 
+import atexit
+import gc
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
     from buildonce.artifact import Artifact
     from buildonce.commands.seams import EngineAPI, RegistryAPI
+    from buildonce.docker.engine import LocalImage
     from buildonce.github.context import Context
 
 SAVE_CHUNK = 1 << 20
@@ -75,6 +78,9 @@ def _planned(call: Invocation, options: BuildOptions) -> tuple[Context, Plan, in
 
 
 def run(call: Invocation) -> None:
+    # At exit the interpreter's last garbage collections walk every object the Docker SDK and requests made,
+    # some 25 ms for memory the process gives back whole anyway; frozen, those objects are left alone.
+    atexit.register(gc.freeze)
     options = build_options(call.inputs)
     context, plan, commit_epoch = _planned(call, options)
     console = call.console
@@ -268,6 +274,10 @@ def choose_output(push_via: PushVia, builder: Builder, containerd_store: Callabl
     return Output.ENGINE if engine_can else Output.LAYOUT
 
 
+def _size(local: LocalImage | None) -> int:
+    return local.size if local else 0
+
+
 def _artifact_dir(options: BuildOptions, env: Mapping[str, str]) -> Path:
     if options.artifact_dir:
         return Path(options.artifact_dir)
@@ -352,6 +362,15 @@ class BuildJob:
         """Hand what the build made to the publishing step, and load it where asked."""
         if outcome is None:
             raise RuntimeError("the build was stopped but there is no image to reuse")
+        if output is Output.LAYOUT:
+            return self._publish(output, outcome, scratch, lambda: layout_size(scratch / "layout"))
+        # The engine reads the image's size from its store while it pushes the image: asked beside the push
+        # (by the immutable name, which only this commit's builds give), it costs the run nothing.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect") as pool:
+            local = pool.submit(self.engine.inspect, str(self.publisher.own_references()[0]))
+            return self._publish(output, outcome, scratch, lambda: _size(local.result()))
+
+    def _publish(self, output: Output, outcome: BuildOutcome, scratch: Path, size: Callable[[], int]) -> BuildReport:
         plan = self.plan
         layout = scratch / "layout"
         report = BuildReport(
@@ -374,15 +393,12 @@ class BuildJob:
             report.digest = published.digest
             report.push_seconds = published.seconds
             report.pushed = True
-        if output is Output.LAYOUT:
-            report.size = layout_size(layout)
-            if plan.load.value:
+        report.size = size()
+        if plan.load.value:
+            if output is Output.LAYOUT:
                 self._load_layout(layout, report.digest or outcome.digest)
-        else:
-            if plan.load.value:
+            else:
                 self._name_locally(outcome)
-            local = self.engine.inspect(str(self.publisher.own_references()[0]))
-            report.size = local.size if local else 0
         report.attempts = self.policy.most_attempts if plan.push.value else 0
         return report
 
@@ -427,11 +443,11 @@ class BuildJob:
         Only another build of this same commit uses this name. When its image is what was pushed, the tag
         holds this commit's image all the same, and that image is reported, as if it had been found there.
         """
-        if self.engine.containerd_store:
-            # The containerd store pushes the very manifest (or index) the build wrote.
-            if pushed == outcome.digest:
-                return
-        else:
+        if pushed == outcome.digest:
+            # The very manifest (or index) the build wrote, as the containerd store pushes it: proof enough,
+            # without asking the engine which store it has.
+            return
+        if not self.engine.containerd_store:
             # The classic store writes a new manifest at push time; its config is the image the build made.
             manifest, _ = self.policy.call(partial(self.registry.get_manifest, ref.image, pushed), f"read {ref}")
             config = manifest.json().get("config") if manifest is not None else None
