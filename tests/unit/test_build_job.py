@@ -16,17 +16,19 @@ from events import payload, runner_env
 from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
 from buildonce.__main__ import main
-from buildonce.commands.build import BuildJob, _stop_unless_needed, prepare
+from buildonce.commands.build import BuildJob, _before_build, _stop_unless_needed, prepare
 from buildonce.commands.publish import Existing
 from buildonce.docker.buildx import BuildOutcome, Output, Stopper
-from buildonce.docker.engine import LocalImage
+from buildonce.docker.config import Login
+from buildonce.docker.engine import Engine, LocalImage
+from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Console, Inputs
 from buildonce.labels import REVISION, Keys
-from buildonce.options import build_options
-from buildonce.plan import make_plan
-from buildonce.references import Reference
+from buildonce.options import BuildOptions, build_options
+from buildonce.plan import Plan, make_plan
+from buildonce.references import ImageName, Reference
 from buildonce.retry import RetryPolicy
 
 
@@ -300,3 +302,117 @@ def test_a_build_process_leaves_its_objects_out_of_the_collections_at_exit(
     code = main(["build"], env={**env, "INPUT_TIMEOUT-MINUTES": "soon"}, stdout=io.StringIO())
     assert code == 1
     assert registered == [gc.freeze]
+
+
+KEY = "3" * 64
+
+
+class MeetingRegistry(FakeRegistry):
+    """A registry where the immutable tag's and the build key's look-ups wait (boundedly) for each other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.met = threading.Barrier(2, timeout=10)
+        self.together: dict[str, bool] = {}
+
+    def resolve(self, image: ImageName, reference: str) -> str | None:
+        if reference in ("sha-0123456", f"buildkey-{KEY}"):
+            try:
+                self.met.wait()
+                self.together[reference] = True
+            except threading.BrokenBarrierError:
+                self.together[reference] = False
+        return super().resolve(image, reference)
+
+
+def keyed_inputs(**inputs: str) -> tuple[BuildOptions, Plan]:
+    options = build_options(
+        Inputs({}, {"images": IMAGE, "username": "bot", "password": "pw", "registry": "registry.test", **inputs})
+    )
+    plan = make_plan(
+        build_context(runner_env("push-default"), payload("push-default")),
+        options.plan,
+        now=datetime(2030, 1, 1, tzinfo=timezone.utc),
+    )
+    return options, plan
+
+
+def test_before_a_build_the_tags_and_the_key_are_looked_up_at_once_and_the_engine_left_alone() -> None:
+    registry = MeetingRegistry()
+    engine = FakeEngine(registry)
+    options, plan = keyed_inputs()
+    policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
+    job, found = _before_build(
+        {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=engine, registry=registry
+    )
+    assert found is None  # nothing to reuse: the image is built
+    assert registry.together == {"sha-0123456": True, f"buildkey-{KEY}": True}
+    # The engine logs in when it is connected, beside the build, not before buildx starts.
+    assert engine.logins == []
+    assert job.existing is None
+
+
+def test_before_a_build_a_tag_taken_by_another_commit_fails_though_the_key_was_looked_up() -> None:
+    registry = MeetingRegistry()
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(manifest_for(OTHER), OTHER)
+    options, plan = keyed_inputs()
+    policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
+    with pytest.raises(ImmutableTagError, match=f"built from {OTHER}"):
+        _before_build(
+            {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=FakeEngine(registry), registry=registry
+        )
+
+
+def test_before_a_build_this_commits_image_is_reused_whatever_the_key_found() -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
+    options, plan = keyed_inputs(load="false")
+    policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
+    _, found = _before_build(
+        {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=FakeEngine(registry), registry=registry
+    )
+    assert found is not None
+    assert found.reused
+    assert found.digest == built.digest
+
+
+class RecordingEngine:
+    """What ``EngineOnDemand`` connects to, in the tests: it records the login and its closing."""
+
+    def __init__(self, refuse: bool) -> None:
+        self.refuse = refuse
+        self.calls: list[str] = []
+
+    def login(self, login: Login) -> None:
+        self.calls.append(f"login {login.registry}")
+        if self.refuse:
+            raise RegistryError("login to registry.test as bot failed")
+
+    def inspect(self, reference: str) -> LocalImage | None:
+        self.calls.append(f"inspect {reference}")
+        return None
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_an_engine_on_demand_logs_in_as_soon_as_it_is_connected(monkeypatch: pytest.MonkeyPatch, refuse: bool) -> None:
+    made: list[RecordingEngine] = []
+
+    def connect(env: object, timeout: float = 120) -> RecordingEngine:
+        made.append(RecordingEngine(refuse))
+        return made[-1]
+
+    monkeypatch.setattr(Engine, "connect", connect)
+    engine = EngineOnDemand({}, login=Login("registry.test", "bot", "pw"))
+    assert made == []  # nothing until the engine is needed
+    if refuse:
+        with pytest.raises(RegistryError, match="login"):
+            engine.inspect("x")
+        assert made[0].calls == ["login registry.test", "close"]
+        return
+    engine.inspect("x")
+    engine.inspect("y")
+    assert [engine.calls for engine in made] == [["login registry.test", "inspect x", "inspect y"]]

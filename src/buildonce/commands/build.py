@@ -104,11 +104,15 @@ def run(call: Invocation) -> None:
         early: BuildJob | None = None
         found: BuildReport | None = None
         if keyed.looks_up:
-            engine = EngineOnDemand(call.env)
+            # The engine is connected and logged in beside the build (a refused login stops it, as below), or
+            # for a reused image's pull: the SDK's import and the engine's login are no longer paid before
+            # buildx starts. The look-ups made here use the same login.
+            engine = EngineOnDemand(call.env, login=options.login)
             registry = open_registry(options.login, call.env, policy)
-            early = prepare(call.env, options, plan, console, policy, connect=lambda: (engine, registry))
+            early, found = _before_build(
+                call.env, options, plan, console, policy, key=key or "", engine=engine, registry=registry
+            )
             stack.callback(early.close)
-            found = promote.without_build(early, key or "")
         if found is not None and early is not None:
             _finish(call, found, early, options, origin)
             return
@@ -147,6 +151,30 @@ def run(call: Invocation) -> None:
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
         _record_key(report, keyed, job)
         _finish(call, report, job, options, origin)
+
+
+def _before_build(
+    env: Mapping[str, str],
+    options: BuildOptions,
+    plan: Plan,
+    console: Console,
+    policy: RetryPolicy,
+    *,
+    key: str,
+    engine: EngineAPI,
+    registry: RegistryAPI,
+) -> tuple[BuildJob, BuildReport | None]:
+    """The immutable tags and the build key, looked up at once before buildx starts: the job, and what it
+    reuses or promotes (None when the image must be built)."""
+    keys = Keys(options.plan.label_namespace)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookup") as pool:
+        by_key = pool.submit(promote.lookup, registry, policy, plan.images, key, keys)
+        job = prepare(env, options, plan, console, policy, connect=lambda: (engine, registry), log_in=False)
+        try:
+            return job, promote.without_build(job, key, by_key.result)
+        except BaseException:
+            job.close()
+            raise
 
 
 def _with_signing(call: Invocation, options: BuildOptions, context: Context, plan: Plan) -> tuple[BuildOptions, Origin]:
@@ -204,9 +232,10 @@ def prepare(
     policy: RetryPolicy,
     *,
     connect: Callable[[], tuple[EngineAPI, RegistryAPI]] | None = None,
+    log_in: bool = True,
 ) -> BuildJob:
-    """Connect to the engine and the registry (``connect``, for the tests), log in, and look at the immutable
-    tags (when pushing)."""
+    """Connect to the engine and the registry (``connect``, for the tests), log in (unless the engine does
+    it itself when connected), and look at the immutable tags (when pushing)."""
     if connect is None:
         from buildonce.docker.engine import Engine
 
@@ -216,7 +245,7 @@ def prepare(
         engine, registry = connect()
     login = options.login
     job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
-    if login:
+    if login and log_in:
         engine.login(login)
     if plan.push.value:
         job.existing = job.check_immutable_tags()
