@@ -16,19 +16,22 @@ from events import payload, runner_env
 from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
 from buildonce.__main__ import main
-from buildonce.commands.build import BuildJob, _before_build, _stop_unless_needed, prepare
+from buildonce.commands import Invocation
+from buildonce.commands.build import BuildJob, _before_build, _finish, _stop_unless_needed, prepare
 from buildonce.commands.publish import Existing
+from buildonce.commands.sign import origin_of
 from buildonce.docker.buildx import BuildOutcome, Output, Stopper
 from buildonce.docker.config import Login
 from buildonce.docker.engine import Engine, LocalImage
 from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
 from buildonce.github.context import build_context
-from buildonce.github.workflow import Console, Inputs
+from buildonce.github.workflow import Console, Inputs, RunnerFiles
 from buildonce.labels import REVISION, Keys
 from buildonce.options import BuildOptions, build_options
 from buildonce.plan import Plan, make_plan
 from buildonce.references import ImageName, Reference
+from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
 
 
@@ -416,3 +419,28 @@ def test_an_engine_on_demand_logs_in_as_soon_as_it_is_connected(monkeypatch: pyt
     engine.inspect("x")
     engine.inspect("y")
     assert [engine.calls for engine in made] == [["login registry.test", "inspect x", "inspect y"]]
+
+
+def test_the_outputs_wait_for_the_work_left_beside_the_end_of_the_run(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    build_job = job(registry, FakeEngine(registry))
+    outputs = tmp_path / "output"
+    outputs.write_text("")
+    env = {"GITHUB_OUTPUT": str(outputs)}
+    call = Invocation(Inputs(env, {}), env, Console(io.StringIO()), RunnerFiles.from_env(env))
+    context = build_context(runner_env("push-default"), payload("push-default"))
+    origin = origin_of(context, SHA, build_job.options.plan.label_namespace)
+    report = BuildReport(plan=build_job.plan, digest=manifest_for(SHA).digest, pushed=True)
+    seen: list[str] = []
+
+    def failed() -> None:
+        seen.append(outputs.read_text())
+        raise VerificationError("the lookup tag could not be set")
+
+    with pytest.raises(VerificationError, match="lookup tag"):
+        _finish(call, report, build_job, build_job.options, origin, before_outputs=failed)
+    assert seen == [""]
+    assert outputs.read_text() == ""  # a failure beside the end writes no outputs
+    _finish(call, report, build_job, build_job.options, origin, before_outputs=lambda: seen.append("done"))
+    assert seen == ["", "done"]
+    assert report.digest in outputs.read_text()

@@ -12,7 +12,7 @@ import gc
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -149,8 +149,7 @@ def run(call: Invocation) -> None:
         # A build that finished before the check is thrown away just the same: one image per commit.
         existing = None if options.rebuild else job.existing
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
-        _record_key(report, keyed, job)
-        _finish(call, report, job, options, origin)
+        _record_key_and_finish(call, report, keyed, job, origin, pool=pool)
 
 
 def _before_build(
@@ -187,6 +186,18 @@ def _with_signing(call: Invocation, options: BuildOptions, context: Context, pla
     return options, origin
 
 
+def _record_key_and_finish(
+    call: Invocation, report: BuildReport, keyed: promote.Keyed, job: BuildJob, origin: Origin, *, pool: Executor
+) -> None:
+    """Record the build key while the artifact is saved and the image signed; the outputs are written only
+    once it is recorded."""
+    recorded = pool.submit(_record_key, report, keyed, job)
+    try:
+        _finish(call, report, job, job.options, origin, before_outputs=recorded.result)
+    finally:
+        wait([recorded])  # never close the registry under it
+
+
 def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> None:
     """Say why the image was built, and record its build key: the label is in the image, and a built image
     gets the key's lookup tag in each repository (a reused one has it from its own build)."""
@@ -198,12 +209,22 @@ def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> Non
             promote.record_key(job.registry, job.policy, job.plan.images, report.digest, keyed.key)
 
 
-def _finish(call: Invocation, report: BuildReport, job: BuildJob, options: BuildOptions, origin: Origin) -> None:
-    """Save the artifact, sign what was published (built, reused or promoted alike), write the outputs."""
+def _finish(
+    call: Invocation,
+    report: BuildReport,
+    job: BuildJob,
+    options: BuildOptions,
+    origin: Origin,
+    *,
+    before_outputs: Callable[[], object] = lambda: None,
+) -> None:
+    """Save the artifact, sign what was published (built, reused or promoted alike), write the outputs (once
+    ``before_outputs`` has returned)."""
     if report.plan.artifact.value:
         report.artifact = job.save_artifact(_artifact_dir(options, call.env))
         call.console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
     signed = _sign(call, options, origin, job, report)
+    before_outputs()
     call.console.info(f"digest: {report.digest or '(not pushed)'}")
     call.finish({**report.outputs(), **signed.outputs()}, report.summary() + signed.summary_line() + "\n")
 
