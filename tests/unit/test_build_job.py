@@ -444,3 +444,34 @@ def test_the_outputs_wait_for_the_work_left_beside_the_end_of_the_run(tmp_path: 
     _finish(call, report, build_job, build_job.options, origin, before_outputs=lambda: seen.append("done"))
     assert seen == ["", "done"]
     assert report.digest in outputs.read_text()
+
+
+class MeetingEngine(FakeEngine):
+    """An engine whose tag calls wait (boundedly) until ``expected`` of them are in flight together."""
+
+    def __init__(self, registry: FakeRegistry, expected: int) -> None:
+        super().__init__(registry)
+        self.met = threading.Barrier(expected, timeout=10)
+        self.together: list[bool] = []
+        self.lock = threading.Lock()
+
+    def tag(self, source: str, reference: Reference) -> None:
+        try:
+            self.met.wait()
+            met = True
+        except threading.BrokenBarrierError:
+            met = False
+        with self.lock:
+            self.together.append(met)
+            super().tag(source, reference)
+
+
+def test_a_loaded_image_gets_its_other_names_several_at_once(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = MeetingEngine(registry, expected=3)
+    built = manifest_for(SHA)
+    engine.names[f"{IMAGE}:sha-0123456"] = (built, SHA)
+    made = BuildOutcome(metadata={"containerimage.digest": built.digest}, imageid=built.digest, seconds=1.0)
+    job(registry, engine, load="true", tags="edge,stable").push(Output.ENGINE, made, tmp_path)
+    assert engine.together == [True, True, True]
+    assert sorted(engine.tagged) == [(built.digest, f"{IMAGE}:{tag}") for tag in ("edge", "latest", "stable")]
