@@ -30,6 +30,7 @@ from buildonce.docker.buildx import (
     Output,
     Stopper,
     build_command,
+    buildx_program,
     check_paths,
     docker_config_with_login,
     find_builder,
@@ -137,6 +138,7 @@ def run(call: Invocation) -> None:
             layout_dir=scratch / "layout",
             source_date_epoch=commit_epoch,
             env=build_env,
+            program=buildx_program(build_env),
         )
         try:
             outcome = run_buildx(command, build_env, console, cwd, stopper)
