@@ -310,21 +310,13 @@ def test_a_build_process_leaves_its_objects_out_of_the_collections_at_exit(
 KEY = "3" * 64
 
 
-class MeetingRegistry(FakeRegistry):
-    """A registry where the immutable tag's and the build key's look-ups wait (boundedly) for each other."""
-
+class LookupRecordingRegistry(FakeRegistry):
     def __init__(self) -> None:
         super().__init__()
-        self.met = threading.Barrier(2, timeout=10)
-        self.together: dict[str, bool] = {}
+        self.looked_up: list[str] = []
 
     def resolve(self, image: ImageName, reference: str) -> str | None:
-        if reference in ("sha-0123456", f"buildkey-{KEY}"):
-            try:
-                self.met.wait()
-                self.together[reference] = True
-            except threading.BrokenBarrierError:
-                self.together[reference] = False
+        self.looked_up.append(reference)
         return super().resolve(image, reference)
 
 
@@ -340,8 +332,8 @@ def keyed_inputs(**inputs: str) -> tuple[BuildOptions, Plan]:
     return options, plan
 
 
-def test_before_a_build_the_tags_and_the_key_are_looked_up_at_once_and_the_engine_left_alone() -> None:
-    registry = MeetingRegistry()
+def test_before_a_build_the_tags_and_the_key_are_looked_up_and_the_engine_left_alone() -> None:
+    registry = LookupRecordingRegistry()
     engine = FakeEngine(registry)
     options, plan = keyed_inputs()
     policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
@@ -349,14 +341,14 @@ def test_before_a_build_the_tags_and_the_key_are_looked_up_at_once_and_the_engin
         {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=engine, registry=registry
     )
     assert found is None  # nothing to reuse: the image is built
-    assert registry.together == {"sha-0123456": True, f"buildkey-{KEY}": True}
+    assert registry.looked_up == ["sha-0123456", f"buildkey-{KEY}"]
     # The engine logs in when it is connected, beside the build, not before buildx starts.
     assert engine.logins == []
     assert job.existing is None
 
 
-def test_before_a_build_a_tag_taken_by_another_commit_fails_though_the_key_was_looked_up() -> None:
-    registry = MeetingRegistry()
+def test_before_a_build_a_tag_taken_by_another_commit_fails_before_the_key_is_looked_up() -> None:
+    registry = LookupRecordingRegistry()
     registry.tags[(IMAGE, "sha-0123456")] = registry.store(manifest_for(OTHER), OTHER)
     options, plan = keyed_inputs()
     policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
@@ -364,6 +356,8 @@ def test_before_a_build_a_tag_taken_by_another_commit_fails_though_the_key_was_l
         _before_build(
             {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=FakeEngine(registry), registry=registry
         )
+    assert registry.looked_up[0] == "sha-0123456"
+    assert not [ref for ref in registry.looked_up if ref.startswith("buildkey-")]
 
 
 def test_before_a_build_this_commits_image_is_reused_whatever_the_key_found() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -301,16 +301,15 @@ class _Writer:
 # --- the step before a build ----------------------------------------------------------------------------------
 
 
-def without_build(job: BuildJob, key: str, looked_up: Callable[[], Found | None] | None = None) -> BuildReport | None:
+def without_build(job: BuildJob, key: str) -> BuildReport | None:
     """This commit's image, found under its immutable tags or by its key, or an image of another commit with
-    the same key, promoted; None when there is nothing to reuse and the image must be built. ``looked_up``
-    gives the key's look-up when it was made already (beside the tag check), asked only when needed."""
+    the same key, promoted; None when there is nothing to reuse and the image must be built."""
     if job.existing is not None:
         report = job.reuse(job.existing)
         report.build_key = key
         return report
     plan, keys, registry = job.plan, job.keys, job.registry
-    found = looked_up() if looked_up is not None else lookup(registry, job.policy, plan.images, key, keys)
+    found = lookup(registry, job.policy, plan.images, key, keys)
     if found is None:
         return None
     built_from = commit_of(plan.subject, found.labels, keys)
