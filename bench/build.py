@@ -3,8 +3,9 @@
 Three measurements, each against a baseline run interleaved with it:
 
 a) overhead: a trivial FROM scratch build with a warm cache (goal: under 250 ms added to the median of raw
-   buildx), and a build whose RUN step sleeps 10 s with a cache-busting build-arg, so that it really runs
-   every time (goal: at most 1.05x raw buildx);
+   buildx; also from a git work tree, as a checkout is, where the build key is looked up before buildx), and
+   a build whose RUN step sleeps 10 s with a cache-busting build-arg, so that it really runs every time (goal:
+   at most 1.05x raw buildx);
 b) one transient push fault (a 503 on the first manifest PUT, served by a FaultProxy in front of a private
    registry): buildonce's extra time against a clean buildonce run, next to what re-running the whole
    ``docker buildx build --push`` costs (a retry wrapper's way: the build and push twice). Goal: the extra
@@ -17,7 +18,7 @@ Every buildonce run gets a fresh commit sha, hence fresh immutable tags, so it n
 off unless a row says otherwise, since raw buildx saves none. Each run's output is time-stamped line by line,
 so that the push step can be timed apart from the build.
 
-    python bench/build.py [--quick]
+    python bench/build.py [--quick] [--only a|b|c]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,6 +102,8 @@ class Bench:
     """Where the images this run makes are named; they are removed at the end."""
     trivial: Path = field(init=False)
     slow: Path = field(init=False)
+    keyed: Path = field(init=False)
+    """A git work tree whose context (app/, the trivial build) git holds whole: the build has a key."""
     runs: dict[str, list[BuildonceRun]] = field(default_factory=dict)
     raw_runs: dict[str, list[Streamed]] = field(default_factory=dict)
     failures: dict[str, list[str]] = field(default_factory=dict)
@@ -120,6 +124,20 @@ class Bench:
         for context in (self.trivial, self.slow):
             # buildonce runs in the context with its runner files there; a real runner keeps them elsewhere.
             (context / ".dockerignore").write_text(".runner\n")
+        self.keyed = self.root / "keyed"
+        shutil.copytree(self.trivial, self.keyed / "app")
+        (self.keyed / ".gitignore").write_text(".runner/\n")
+        self.git("init", "-q", "-b", "main")
+        self.commit_keyed()
+
+    def git(self, *args: str) -> None:
+        subprocess.run(["git", "-C", str(self.keyed), *args], capture_output=True, text=True, check=True)
+
+    def commit_keyed(self) -> None:
+        """A new commit whose build context differs (so its key is new, and it builds), untimed."""
+        (self.keyed / "app" / "hello.txt").write_text(secrets.token_hex(8))
+        self.git("add", "-A")
+        self.git("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q", "-m", "change")
 
     # --- buildonce -----------------------------------------------------------------------------------
     def buildonce(
@@ -155,6 +173,14 @@ class Bench:
 
     def timed(self, name: str, context: Path, images: Sequence[str], inputs: dict[str, str] | None = None) -> float:
         return self.buildonce(name, context, images, inputs).seconds
+
+    def timed_keyed(self, name: str, images: Sequence[str]) -> float:
+        """The trivial build from a git work tree, as a checkout is: its key is looked up before buildx."""
+        self.commit_keyed()
+        run = self.buildonce(name, self.keyed, images, {"context": "app"})
+        if not run.outputs.get("build-key"):
+            raise MeasurementError(f"{name}: the build got no key:\n{run.log[-3000:]}")
+        return run.seconds
 
     # --- raw buildx ----------------------------------------------------------------------------------
     def raw_argv(self, context: Path, images: Sequence[str], tags: Sequence[str] = ()) -> list[str]:
@@ -264,6 +290,10 @@ def overhead(bench: Bench, registry: str, counts: Counts) -> tuple[float, float]
             "buildonce build, artifact on (its default here)",
             lambda: bench.timed("trivial+artifact", bench.trivial, [image], {"artifact": "true"}),
         ),
+        (
+            "buildonce build, in a git work tree (key looked up first)",
+            lambda: bench.timed_keyed("trivial+key", [image]),
+        ),
     ]
     samples = interleave(variants, counts.trivial, warmup=counts.warmup)
     base = median(samples[variants[0][0]])
@@ -271,6 +301,8 @@ def overhead(bench: Bench, registry: str, counts: Counts) -> tuple[float, float]
     added = median(samples["buildonce build"]) - base
     print(f"added by buildonce: {ms(added)} (goal < 250 ms)")
     print(phase_table(bench.runs["trivial"][counts.warmup :]))
+    print("in a git work tree (the key looked up before buildx)")
+    print(phase_table(bench.runs["trivial+key"][counts.warmup :]))
     raw_step = step_median([raw_push(run) for run in bench.raw_runs["raw-trivial"][counts.warmup :]])
     print(f"raw buildx's own push step (first 'pushing' line to exit), median: {ms(raw_step)}")
 
@@ -487,7 +519,7 @@ def tidy(bench: Bench) -> None:
     progress(f"removed this section's images in {time.perf_counter() - started:.0f} s")
 
 
-def measure(counts: Counts) -> None:
+def measure(counts: Counts, only: str = "") -> None:
     require_engine()
     made_busybox = ensure_busybox()
     marker = f"buildonce-bench-{secrets.token_hex(6)}"
@@ -503,6 +535,21 @@ def measure(counts: Counts) -> None:
                 docker("image", "rm", BUSYBOX_IMAGE, check=False)
 
         stack.callback(cleanup)
+        if only == "a":
+            added, slow_ratio = overhead(bench, servers[0].address, counts)
+            print(
+                f"\nRESULT build (section a only): trivial build +{ms(added)} over raw buildx --push; "
+                f"{SLEEP_SECONDS} s build {slow_ratio:.3f}x raw"
+            )
+            return
+        if only == "b":
+            faulted = fault(bench, servers[1], counts)
+            print(f"\nRESULT build (section b only): one 503: buildonce +{secs(faulted.push_extra)} in the push step")
+            return
+        if only == "c":
+            fan = fanout(bench, [servers[0], servers[2]], counts)
+            print(f"\nRESULT build (section c only): 2x5 / 1x1: {fan.trivial:.2f}x trivial, {fan.slow:.3f}x slow")
+            return
         added, slow_ratio = overhead(bench, servers[0].address, counts)
         tidy(bench)
         faulted = fault(bench, servers[1], counts)
@@ -521,8 +568,10 @@ def measure(counts: Counts) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = bench_parser(__doc__).parse_args(argv)
-    return run_bench("build.py", args.quick, lambda: measure(QUICK if args.quick else FULL))
+    parser = bench_parser(__doc__)
+    parser.add_argument("--only", choices=("a", "b", "c"), default="", help="run one section alone")
+    args = parser.parse_args(argv)
+    return run_bench("build.py", args.quick, lambda: measure(QUICK if args.quick else FULL, args.only))
 
 
 if __name__ == "__main__":

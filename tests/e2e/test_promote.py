@@ -21,6 +21,9 @@ from build_contexts import unique
 from events import payload
 from registry_server import RegistryServer
 
+from buildonce.docker.buildx import buildx_program
+from buildonce.docker.config import docker_config_dir
+
 FAST = {"retry-wait-seconds": "0.2", "timeout-minutes": "2"}
 PR_MERGE = "5" * 40  # the pull-request fixture's merge commit, which its build checks out
 NAMESPACE = "dev.buildonce"
@@ -71,17 +74,27 @@ def push_event(sha: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def docker_calls(directory: Path) -> tuple[dict[str, str], Path]:
-    """A PATH whose ``docker`` writes each command line to a log, then runs the real one: the proof of
-    whether buildx ran at all."""
+    """A PATH whose ``docker``, and a Docker config whose buildx plugin, write each command line to a log,
+    then run the real one: the proof of whether buildx ran at all (buildonce runs the plugin itself)."""
     real = shutil.which("docker")
     assert real is not None
+    real_plugin = buildx_program(dict(os.environ))
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "calls.log"
     log.write_text("")
     wrapper = directory / "docker"
     wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} "$@"\n')
     wrapper.chmod(0o755)
-    return {"PATH": f"{directory}{os.pathsep}{os.environ.get('PATH', '')}"}, log
+    config = directory / "docker-config"
+    (config / "cli-plugins").mkdir(parents=True)
+    own = docker_config_dir(dict(os.environ)) / "buildx"
+    if own.is_dir():
+        (config / "buildx").symlink_to(own)
+    plugin = config / "cli-plugins" / "docker-buildx"
+    run_real = " ".join(shlex.quote(part) for part in real_plugin)
+    plugin.write_text(f'#!/bin/sh\nprintf "buildx %s\\n" "$*" >> {shlex.quote(str(log))}\nexec {run_real} "$@"\n')
+    plugin.chmod(0o755)
+    return {"PATH": f"{directory}{os.pathsep}{os.environ.get('PATH', '')}", "DOCKER_CONFIG": str(config)}, log
 
 
 def build(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from action_run import Run, run_on_fixture
 from build_contexts import scratch_context, unique
+from events import payload
 from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
 from token_server import TokenServer
 
@@ -126,3 +127,69 @@ def test_without_credentials_the_error_says_to_log_in(token_registry: RegistrySe
     assert denied.code == 1
     (error,) = denied.errors()
     assert "log in" in error
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+
+
+def keyed_repo(root: Path) -> Path:
+    """A git work tree whose build context (app/) git holds whole, so that the build has a key."""
+    (root / "app").mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    (root / ".gitignore").write_text(".runner/\ndocker-config/\n")
+    (root / "app" / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    (root / "app" / "hello.txt").write_text(unique("keyed"))
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=CI", "-c", "user.email=ci@example.com", "commit", "-q", "-m", "app")
+    return root
+
+
+def run_at(workdir: Path, sha: str, inputs: dict[str, str]) -> Run:
+    """A push to a branch at ``sha``, with the login inputs as the only credentials."""
+    config = workdir / "docker-config"
+    config.mkdir(parents=True, exist_ok=True)
+    data = payload("push-branch")
+    data["after"] = sha
+    data["head_commit"] = {**data["head_commit"], "id": sha}
+    env = {"DOCKER_CONFIG": str(config), "GITHUB_SHA": sha}
+    return run_on_fixture("build", workdir, "push-branch", {**FAST, **inputs}, env=env, data=data)
+
+
+def test_a_keyed_build_logs_the_engine_in_for_its_push_and_a_promotions_pull(
+    token_registry: RegistryServer, tmp_path: Path
+) -> None:
+    repo = keyed_repo(tmp_path / "repo")
+    image = f"{token_registry.address}/acme/{unique('keyed')}"
+    inputs = {"images": image, "context": "app", "artifact": "false", **login_inputs(token_registry)}
+    first = run_at(repo, "1" * 40, inputs)
+    assert first.code == 0, first.log
+    assert first.outputs["build-key"]
+    assert "Built sha256" in first.log  # looked up by key, found nothing, built and pushed by the engine
+    assert first.outputs["pushed"] == "true"
+    pull_with_login(token_registry, first.outputs["image"], tmp_path / "pull-config")
+
+    # Another commit with the same build: promoted registry-side, then pulled by the engine to load it.
+    second = run_at(repo, "2" * 40, {**inputs, "load": "true"})
+    assert second.code == 0, second.log
+    assert second.outputs["promoted-from"] == first.outputs["digest"]
+    assert "Built sha256" not in second.log
+    loaded = subprocess.run(
+        ["docker", "image", "inspect", second.outputs["image"]], capture_output=True, text=True, check=False
+    )
+    subprocess.run(["docker", "image", "rm", second.outputs["image"]], capture_output=True, check=False)
+    assert loaded.returncode == 0, loaded.stderr
+
+
+def test_a_wrong_password_fails_a_keyed_build_before_buildx_starts(
+    token_registry: RegistryServer, tmp_path: Path
+) -> None:
+    repo = keyed_repo(tmp_path / "repo")
+    image = f"{token_registry.address}/acme/{unique('keyed-wrong')}"
+    inputs = {"images": image, "context": "app", "artifact": "false", **login_inputs(token_registry, "nope")}
+    denied = run_at(repo, "3" * 40, inputs)
+    assert denied.code == 1
+    (error,) = denied.errors()
+    assert token_registry.address in error
+    assert "nope" not in error
+    assert "Build: docker buildx build" not in denied.log

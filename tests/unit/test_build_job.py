@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import io
 import json
+import threading
 from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,15 +15,23 @@ import pytest
 from events import payload, runner_env
 from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
-from buildonce.commands.build import BuildJob, _stop_unless_needed, prepare
+from buildonce.__main__ import main
+from buildonce.commands import Invocation
+from buildonce.commands.build import BuildJob, _before_build, _finish, _stop_unless_needed, prepare
 from buildonce.commands.publish import Existing
+from buildonce.commands.sign import origin_of
 from buildonce.docker.buildx import BuildOutcome, Output, Stopper
+from buildonce.docker.config import Login
+from buildonce.docker.engine import Engine, LocalImage
+from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
 from buildonce.github.context import build_context
-from buildonce.github.workflow import Console, Inputs
+from buildonce.github.workflow import Console, Inputs, RunnerFiles
 from buildonce.labels import REVISION, Keys
-from buildonce.options import build_options
-from buildonce.plan import make_plan
+from buildonce.options import BuildOptions, build_options
+from buildonce.plan import Plan, make_plan
+from buildonce.references import ImageName, Reference
+from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
 
 
@@ -215,3 +226,246 @@ def test_a_failed_preparation_stops_the_build() -> None:
     stopper = Stopper()
     _stop_unless_needed(done, stopper, rebuild=False)
     assert stopper.stopped
+
+
+class StoreUnknownEngine(FakeEngine):
+    """An engine that fails the test if asked which image store it has."""
+
+    @property
+    def containerd_store(self) -> bool:
+        raise AssertionError("the engine was asked for its image store")
+
+    @containerd_store.setter
+    def containerd_store(self, value: bool) -> None:
+        pass
+
+
+def test_a_pushed_digest_that_is_the_built_one_is_proof_without_asking_the_engine(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = StoreUnknownEngine(registry)
+    built = manifest_for(SHA)
+    engine.names[f"{IMAGE}:sha-0123456"] = (built, SHA)
+    report = job(registry, engine).push(Output.ENGINE, outcome(built.digest), tmp_path)
+    assert report.digest == built.digest
+    # Any other digest still asks the engine (its store decides what proves the image), and fails here.
+    registry = FakeRegistry()
+    engine = StoreUnknownEngine(registry)
+    engine.names[f"{IMAGE}:sha-0123456"] = (manifest_for(OTHER), OTHER)
+    with pytest.raises(AssertionError, match="image store"):
+        job(registry, engine).push(Output.ENGINE, outcome(built.digest), tmp_path)
+
+
+class SlowPushEngine(FakeEngine):
+    """An engine whose push waits (boundedly) for the image's inspection to have started."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        super().__init__(registry)
+        self.inspecting = threading.Event()
+        self.order: list[str] = []
+
+    def inspect(self, reference: str) -> LocalImage | None:
+        self.inspecting.set()
+        self.order.append(f"inspect {reference}")
+        return LocalImage(id="sha256:" + "1" * 64, labels={}, size=4242)
+
+    def push(self, reference: Reference, timeout: float) -> str:
+        beside = self.inspecting.wait(timeout=10)
+        self.order.append(f"push {reference} (inspect started: {beside})")
+        return super().push(reference, timeout)
+
+
+def test_the_images_size_is_asked_of_the_engine_beside_its_push(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = SlowPushEngine(registry)
+    built = manifest_for(SHA)
+    engine.names[f"{IMAGE}:sha-0123456"] = (built, SHA)
+    report = job(registry, engine).push(Output.ENGINE, outcome(built.digest), tmp_path)
+    assert f"push {IMAGE}:sha-0123456 (inspect started: True)" in engine.order
+    assert engine.order.count(f"inspect {IMAGE}:sha-0123456") == 1
+    assert report.size == 4242
+
+
+def test_a_failed_push_fails_the_run_though_the_size_was_asked_beside_it(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = SlowPushEngine(registry)
+    engine.names[f"{IMAGE}:sha-0123456"] = (manifest_for(OTHER), OTHER)
+    with pytest.raises(VerificationError, match="not the image this build made"):
+        job(registry, engine).push(Output.ENGINE, outcome(manifest_for(SHA).digest), tmp_path)
+    assert registry.puts == []
+
+
+def test_a_build_process_leaves_its_objects_out_of_the_collections_at_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered: list[object] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    (tmp_path / "out").write_text("")
+    env = {**runner_env("push-branch"), "GITHUB_OUTPUT": str(tmp_path / "out"), "INPUT_IMAGES": "a/b"}
+    # Even a run that fails at its first input exits without the interpreter's last collections.
+    code = main(["build"], env={**env, "INPUT_TIMEOUT-MINUTES": "soon"}, stdout=io.StringIO())
+    assert code == 1
+    assert registered == [gc.freeze]
+
+
+KEY = "3" * 64
+
+
+class LookupRecordingRegistry(FakeRegistry):
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up: list[str] = []
+
+    def resolve(self, image: ImageName, reference: str) -> str | None:
+        self.looked_up.append(reference)
+        return super().resolve(image, reference)
+
+
+def keyed_inputs(**inputs: str) -> tuple[BuildOptions, Plan]:
+    options = build_options(
+        Inputs({}, {"images": IMAGE, "username": "bot", "password": "pw", "registry": "registry.test", **inputs})
+    )
+    plan = make_plan(
+        build_context(runner_env("push-default"), payload("push-default")),
+        options.plan,
+        now=datetime(2030, 1, 1, tzinfo=timezone.utc),
+    )
+    return options, plan
+
+
+def test_before_a_build_the_tags_and_the_key_are_looked_up_and_the_engine_left_alone() -> None:
+    registry = LookupRecordingRegistry()
+    engine = FakeEngine(registry)
+    options, plan = keyed_inputs()
+    policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
+    job, found = _before_build(
+        {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=engine, registry=registry
+    )
+    assert found is None  # nothing to reuse: the image is built
+    assert registry.looked_up == ["sha-0123456", f"buildkey-{KEY}"]
+    # The engine logs in when it is connected, beside the build, not before buildx starts.
+    assert engine.logins == []
+    assert job.existing is None
+
+
+def test_before_a_build_a_tag_taken_by_another_commit_fails_before_the_key_is_looked_up() -> None:
+    registry = LookupRecordingRegistry()
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(manifest_for(OTHER), OTHER)
+    options, plan = keyed_inputs()
+    policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
+    with pytest.raises(ImmutableTagError, match=f"built from {OTHER}"):
+        _before_build(
+            {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=FakeEngine(registry), registry=registry
+        )
+    assert registry.looked_up[0] == "sha-0123456"
+    assert not [ref for ref in registry.looked_up if ref.startswith("buildkey-")]
+
+
+def test_before_a_build_this_commits_image_is_reused_whatever_the_key_found() -> None:
+    registry = FakeRegistry()
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
+    options, plan = keyed_inputs(load="false")
+    policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
+    _, found = _before_build(
+        {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=FakeEngine(registry), registry=registry
+    )
+    assert found is not None
+    assert found.reused
+    assert found.digest == built.digest
+
+
+class RecordingEngine:
+    """What ``EngineOnDemand`` connects to, in the tests: it records the login and its closing."""
+
+    def __init__(self, refuse: bool) -> None:
+        self.refuse = refuse
+        self.calls: list[str] = []
+
+    def login(self, login: Login) -> None:
+        self.calls.append(f"login {login.registry}")
+        if self.refuse:
+            raise RegistryError("login to registry.test as bot failed")
+
+    def inspect(self, reference: str) -> LocalImage | None:
+        self.calls.append(f"inspect {reference}")
+        return None
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_an_engine_on_demand_logs_in_as_soon_as_it_is_connected(monkeypatch: pytest.MonkeyPatch, refuse: bool) -> None:
+    made: list[RecordingEngine] = []
+
+    def connect(env: object, timeout: float = 120) -> RecordingEngine:
+        made.append(RecordingEngine(refuse))
+        return made[-1]
+
+    monkeypatch.setattr(Engine, "connect", connect)
+    engine = EngineOnDemand({}, login=Login("registry.test", "bot", "pw"))
+    assert made == []  # nothing until the engine is needed
+    if refuse:
+        with pytest.raises(RegistryError, match="login"):
+            engine.inspect("x")
+        assert made[0].calls == ["login registry.test", "close"]
+        return
+    engine.inspect("x")
+    engine.inspect("y")
+    assert [engine.calls for engine in made] == [["login registry.test", "inspect x", "inspect y"]]
+
+
+def test_the_outputs_wait_for_the_work_left_beside_the_end_of_the_run(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    build_job = job(registry, FakeEngine(registry))
+    outputs = tmp_path / "output"
+    outputs.write_text("")
+    env = {"GITHUB_OUTPUT": str(outputs)}
+    call = Invocation(Inputs(env, {}), env, Console(io.StringIO()), RunnerFiles.from_env(env))
+    context = build_context(runner_env("push-default"), payload("push-default"))
+    origin = origin_of(context, SHA, build_job.options.plan.label_namespace)
+    report = BuildReport(plan=build_job.plan, digest=manifest_for(SHA).digest, pushed=True)
+    seen: list[str] = []
+
+    def failed() -> None:
+        seen.append(outputs.read_text())
+        raise VerificationError("the lookup tag could not be set")
+
+    with pytest.raises(VerificationError, match="lookup tag"):
+        _finish(call, report, build_job, build_job.options, origin, before_outputs=failed)
+    assert seen == [""]
+    assert outputs.read_text() == ""  # a failure beside the end writes no outputs
+    _finish(call, report, build_job, build_job.options, origin, before_outputs=lambda: seen.append("done"))
+    assert seen == ["", "done"]
+    assert report.digest in outputs.read_text()
+
+
+class MeetingEngine(FakeEngine):
+    """An engine whose tag calls wait (boundedly) until ``expected`` of them are in flight together."""
+
+    def __init__(self, registry: FakeRegistry, expected: int) -> None:
+        super().__init__(registry)
+        self.met = threading.Barrier(expected, timeout=10)
+        self.together: list[bool] = []
+        self.lock = threading.Lock()
+
+    def tag(self, source: str, reference: Reference) -> None:
+        try:
+            self.met.wait()
+            met = True
+        except threading.BrokenBarrierError:
+            met = False
+        with self.lock:
+            self.together.append(met)
+            super().tag(source, reference)
+
+
+def test_a_loaded_image_gets_its_other_names_several_at_once(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    engine = MeetingEngine(registry, expected=3)
+    built = manifest_for(SHA)
+    engine.names[f"{IMAGE}:sha-0123456"] = (built, SHA)
+    made = BuildOutcome(metadata={"containerimage.digest": built.digest}, imageid=built.digest, seconds=1.0)
+    job(registry, engine, load="true", tags="edge,stable").push(Output.ENGINE, made, tmp_path)
+    assert engine.together == [True, True, True]
+    assert sorted(engine.tagged) == [(built.digest, f"{IMAGE}:{tag}") for tag in ("edge", "latest", "stable")]

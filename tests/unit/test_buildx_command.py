@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 from events import payload, runner_env
 
-from buildonce.docker.buildx import Output, build_command, check_paths, docker_config_with_login
+from buildonce.docker import buildx
+from buildonce.docker.buildx import Output, build_command, buildx_program, check_paths, docker_config_with_login
 from buildonce.docker.config import Login
 from buildonce.errors import InputError
 from buildonce.github.context import build_context
@@ -156,3 +158,54 @@ def test_the_engine_gets_only_the_immutable_names_loaded_or_not() -> None:
         tags = [value for flag, value in pairwise(command(inputs)) if flag == "--tag"]
         assert tags == ["ghcr.io/acme/a:pr-123-abc1234", "quay.io/acme/b:pr-123-abc1234"]
     assert command({**images, "load": "false", "artifact": "false"}, Output.LAYOUT).count("--tag") == 6
+
+
+def plugin(directory: Path, *, executable: bool = True) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    made = directory / "docker-buildx"
+    made.write_text("#!/bin/sh\n")
+    made.chmod(0o755 if executable else 0o644)
+    return made
+
+
+def test_buildx_is_run_as_the_plugin_the_docker_cli_would_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = tmp_path / "usr-lib"
+    monkeypatch.setattr(buildx, "SYSTEM_PLUGIN_DIRS", (str(tmp_path / "none"), str(system)))
+    config = tmp_path / "config"
+    env = {"DOCKER_CONFIG": str(config), "HOME": str(tmp_path / "home")}
+    # Nowhere to be found: the CLI is asked, and says what is missing.
+    assert buildx_program(env) == ["docker", "buildx"]
+    plugin(system / "cli-plugins" / "x")  # not where the CLI looks
+    assert buildx_program(env) == ["docker", "buildx"]
+    in_system = plugin(system)
+    assert buildx_program(env) == [str(in_system)]
+    # The user's own plugin (setup-buildx-action puts it there) comes before the system's.
+    plugin(config / "cli-plugins", executable=False)
+    assert buildx_program(env) == [str(in_system)]
+    users = plugin(config / "cli-plugins")
+    assert buildx_program(env) == [str(users)]
+    # config.json's extra directories come first of all.
+    extra = plugin(tmp_path / "extra")
+    (config / "config.json").write_text(
+        json.dumps({"cliPluginsExtraDirs": [str(tmp_path / "missing"), str(extra.parent)]})
+    )
+    assert buildx_program(env) == [str(extra)]
+    # Without DOCKER_CONFIG, the home directory's config is the CLI's.
+    home_plugin = plugin(tmp_path / "home" / ".docker" / "cli-plugins")
+    assert buildx_program({"HOME": str(tmp_path / "home")}) == [str(home_plugin)]
+
+
+def test_the_build_runs_the_program_it_is_given() -> None:
+    inputs = Inputs({}, {"images": "ghcr.io/acme/widget"})
+    options = build_options(inputs)
+    ctx = build_context(runner_env("pull-request"), payload("pull-request"))
+    plan = make_plan(ctx, options.plan, now=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    argv = build_command(
+        options,
+        plan,
+        output=Output.ENGINE,
+        metadata_file=Path("/m.json"),
+        iidfile=Path("/iid"),
+        program=["/opt/plugins/docker-buildx"],
+    ).argv
+    assert argv[:4] == ["/opt/plugins/docker-buildx", "build", "--progress", "plain"]

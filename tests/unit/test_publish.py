@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -16,6 +17,7 @@ from buildonce.github.workflow import Console, Inputs
 from buildonce.labels import REVISION, Keys
 from buildonce.options import build_options
 from buildonce.plan import make_plan
+from buildonce.references import ImageName
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject
 
@@ -143,3 +145,37 @@ def test_a_pull_requests_image_is_known_by_its_head_commit() -> None:
     merge = Subject(kind=Kind.PULL_REQUEST, sha="merge" * 8, revision="", ref_name="", pr_number=7, pr_head_sha=SHA)
     assert commit_of(head, labels, Keys()) == SHA
     assert commit_of(merge, labels, Keys()) == "merge" * 8
+
+
+class MeetingRegistry(FakeRegistry):
+    """A registry whose look-ups of a tag each wait (boundedly) until every expected one has arrived."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__()
+        self.arrived = threading.Barrier(expected, timeout=10)
+        self.together: list[bool] = []
+
+    def resolve(self, image: ImageName, reference: str) -> str | None:
+        if reference == "sha-0123456":
+            try:
+                self.arrived.wait()
+                self.together.append(True)
+            except threading.BrokenBarrierError:
+                self.together.append(False)
+        return super().resolve(image, reference)
+
+
+def test_the_immutable_tags_of_every_repository_are_looked_up_at_once() -> None:
+    registry = MeetingRegistry(expected=2)
+    built = manifest_for(SHA)
+    registry.tags[(MIRROR, "sha-0123456")] = registry.store(built, SHA)
+    step, _ = publisher(registry, images=f"{IMAGE}\n{MIRROR}")
+    assert step.check_immutable_tags() == Existing(built.digest, {REVISION: SHA})
+    assert registry.together == [True, True]
+    # Looked up together, judged in order: the first repository's refusal is the one reported.
+    registry = MeetingRegistry(expected=2)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.store(manifest_for(OTHER), OTHER)
+    registry.tags[(MIRROR, "sha-0123456")] = registry.store(manifest_for("e" * 40), "e" * 40)
+    step, _ = publisher(registry, images=f"{IMAGE}\n{MIRROR}")
+    with pytest.raises(ImmutableTagError, match=f"{IMAGE}:sha-0123456 already holds .* built from {OTHER}"):
+        step.check_immutable_tags()

@@ -7,10 +7,12 @@ check is stopped), the build runs exactly once, then push and verify retry only 
 
 from __future__ import annotations
 
+import atexit
+import gc
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -28,6 +30,7 @@ from buildonce.docker.buildx import (
     Output,
     Stopper,
     build_command,
+    buildx_program,
     check_paths,
     docker_config_with_login,
     find_builder,
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
     # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
     from buildonce.artifact import Artifact
     from buildonce.commands.seams import EngineAPI, RegistryAPI
+    from buildonce.docker.engine import LocalImage
     from buildonce.github.context import Context
 
 SAVE_CHUNK = 1 << 20
@@ -75,6 +79,9 @@ def _planned(call: Invocation, options: BuildOptions) -> tuple[Context, Plan, in
 
 
 def run(call: Invocation) -> None:
+    # At exit the interpreter's last garbage collections walk every object the Docker SDK and requests made,
+    # some 25 ms for memory the process gives back whole anyway; frozen, those objects are left alone.
+    atexit.register(gc.freeze)
     options = build_options(call.inputs)
     context, plan, commit_epoch = _planned(call, options)
     console = call.console
@@ -98,11 +105,15 @@ def run(call: Invocation) -> None:
         early: BuildJob | None = None
         found: BuildReport | None = None
         if keyed.looks_up:
-            engine = EngineOnDemand(call.env)
+            # The engine is connected and logged in beside the build (a refused login stops it, as below), or
+            # for a reused image's pull: the SDK's import and the engine's login are no longer paid before
+            # buildx starts. The look-ups made here use the same login.
+            engine = EngineOnDemand(call.env, login=options.login)
             registry = open_registry(options.login, call.env, policy)
-            early = prepare(call.env, options, plan, console, policy, connect=lambda: (engine, registry))
+            early, found = _before_build(
+                call.env, options, plan, console, policy, key=key or "", engine=engine, registry=registry
+            )
             stack.callback(early.close)
-            found = promote.without_build(early, key or "")
         if found is not None and early is not None:
             _finish(call, found, early, options, origin)
             return
@@ -127,6 +138,7 @@ def run(call: Invocation) -> None:
             layout_dir=scratch / "layout",
             source_date_epoch=commit_epoch,
             env=build_env,
+            program=buildx_program(build_env),
         )
         try:
             outcome = run_buildx(command, build_env, console, cwd, stopper)
@@ -139,8 +151,29 @@ def run(call: Invocation) -> None:
         # A build that finished before the check is thrown away just the same: one image per commit.
         existing = None if options.rebuild else job.existing
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
-        _record_key(report, keyed, job)
-        _finish(call, report, job, options, origin)
+        _record_key_and_finish(call, report, keyed, job, origin, pool=pool)
+
+
+def _before_build(
+    env: Mapping[str, str],
+    options: BuildOptions,
+    plan: Plan,
+    console: Console,
+    policy: RetryPolicy,
+    *,
+    key: str,
+    engine: EngineAPI,
+    registry: RegistryAPI,
+) -> tuple[BuildJob, BuildReport | None]:
+    """The immutable tags, then the build key, looked up before buildx starts: the job, and what it reuses or
+    promotes (None when the image must be built). One after the other, over one warm connection: asked at once,
+    the second on a connection of its own cost more (its TLS set-up) than the round trip it saved."""
+    job = prepare(env, options, plan, console, policy, connect=lambda: (engine, registry), log_in=False)
+    try:
+        return job, promote.without_build(job, key)
+    except BaseException:
+        job.close()
+        raise
 
 
 def _with_signing(call: Invocation, options: BuildOptions, context: Context, plan: Plan) -> tuple[BuildOptions, Origin]:
@@ -151,6 +184,18 @@ def _with_signing(call: Invocation, options: BuildOptions, context: Context, pla
     if signing.sign and not options.provenance:
         options = replace(options, provenance=default_provenance(context.repository.private))
     return options, origin
+
+
+def _record_key_and_finish(
+    call: Invocation, report: BuildReport, keyed: promote.Keyed, job: BuildJob, origin: Origin, *, pool: Executor
+) -> None:
+    """Record the build key while the artifact is saved and the image signed; the outputs are written only
+    once it is recorded."""
+    recorded = pool.submit(_record_key, report, keyed, job)
+    try:
+        _finish(call, report, job, job.options, origin, before_outputs=recorded.result)
+    finally:
+        wait([recorded])  # never close the registry under it
 
 
 def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> None:
@@ -164,12 +209,22 @@ def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> Non
             promote.record_key(job.registry, job.policy, job.plan.images, report.digest, keyed.key)
 
 
-def _finish(call: Invocation, report: BuildReport, job: BuildJob, options: BuildOptions, origin: Origin) -> None:
-    """Save the artifact, sign what was published (built, reused or promoted alike), write the outputs."""
+def _finish(
+    call: Invocation,
+    report: BuildReport,
+    job: BuildJob,
+    options: BuildOptions,
+    origin: Origin,
+    *,
+    before_outputs: Callable[[], object] = lambda: None,
+) -> None:
+    """Save the artifact, sign what was published (built, reused or promoted alike), write the outputs (once
+    ``before_outputs`` has returned)."""
     if report.plan.artifact.value:
         report.artifact = job.save_artifact(_artifact_dir(options, call.env))
         call.console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
     signed = _sign(call, options, origin, job, report)
+    before_outputs()
     call.console.info(f"digest: {report.digest or '(not pushed)'}")
     call.finish({**report.outputs(), **signed.outputs()}, report.summary() + signed.summary_line() + "\n")
 
@@ -198,9 +253,10 @@ def prepare(
     policy: RetryPolicy,
     *,
     connect: Callable[[], tuple[EngineAPI, RegistryAPI]] | None = None,
+    log_in: bool = True,
 ) -> BuildJob:
-    """Connect to the engine and the registry (``connect``, for the tests), log in, and look at the immutable
-    tags (when pushing)."""
+    """Connect to the engine and the registry (``connect``, for the tests), log in (unless the engine does
+    it itself when connected), and look at the immutable tags (when pushing)."""
     if connect is None:
         from buildonce.docker.engine import Engine
 
@@ -210,7 +266,7 @@ def prepare(
         engine, registry = connect()
     login = options.login
     job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
-    if login:
+    if login and log_in:
         engine.login(login)
     if plan.push.value:
         job.existing = job.check_immutable_tags()
@@ -266,6 +322,10 @@ def choose_output(push_via: PushVia, builder: Builder, containerd_store: Callabl
             )
         return Output.ENGINE
     return Output.ENGINE if engine_can else Output.LAYOUT
+
+
+def _size(local: LocalImage | None) -> int:
+    return local.size if local else 0
 
 
 def _artifact_dir(options: BuildOptions, env: Mapping[str, str]) -> Path:
@@ -343,8 +403,8 @@ class BuildJob:
         self.policy.call_timed(
             lambda timeout: self.engine.pull(own.image, digest, timeout), f"pull {own.image}@{digest}"
         )
-        for ref in self.plan.references:
-            self.engine.tag(own.image.with_digest(digest), ref)
+        source = own.image.with_digest(digest)
+        run_all(lambda ref: self.engine.tag(source, ref), self.plan.references)
         local = self.engine.inspect(own.image.with_digest(digest))
         return local.size if local else 0
 
@@ -352,6 +412,15 @@ class BuildJob:
         """Hand what the build made to the publishing step, and load it where asked."""
         if outcome is None:
             raise RuntimeError("the build was stopped but there is no image to reuse")
+        if output is Output.LAYOUT:
+            return self._publish(output, outcome, scratch, lambda: layout_size(scratch / "layout"))
+        # The engine reads the image's size from its store while it pushes the image: asked beside the push
+        # (by the immutable name, which only this commit's builds give), it costs the run nothing.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect") as pool:
+            local = pool.submit(self.engine.inspect, str(self.publisher.own_references()[0]))
+            return self._publish(output, outcome, scratch, lambda: _size(local.result()))
+
+    def _publish(self, output: Output, outcome: BuildOutcome, scratch: Path, size: Callable[[], int]) -> BuildReport:
         plan = self.plan
         layout = scratch / "layout"
         report = BuildReport(
@@ -374,15 +443,12 @@ class BuildJob:
             report.digest = published.digest
             report.push_seconds = published.seconds
             report.pushed = True
-        if output is Output.LAYOUT:
-            report.size = layout_size(layout)
-            if plan.load.value:
+        report.size = size()
+        if plan.load.value:
+            if output is Output.LAYOUT:
                 self._load_layout(layout, report.digest or outcome.digest)
-        else:
-            if plan.load.value:
+            else:
                 self._name_locally(outcome)
-            local = self.engine.inspect(str(self.publisher.own_references()[0]))
-            report.size = local.size if local else 0
         report.attempts = self.policy.most_attempts if plan.push.value else 0
         return report
 
@@ -417,9 +483,8 @@ class BuildJob:
         """Give the loaded image the plan's other names, by the id of what this build made."""
         own = set(self.publisher.own_references())
         source = outcome.imageid or str(self.publisher.own_references()[0])
-        for ref in self.plan.references:
-            if ref not in own:
-                self.engine.tag(source, ref)
+        # Several at once: a busy engine with the containerd store can take half a second over each name.
+        run_all(lambda ref: self.engine.tag(source, ref), [ref for ref in self.plan.references if ref not in own])
 
     def _check_built(self, ref: Reference, pushed: str, outcome: BuildOutcome) -> None:
         """Fail unless the engine pushed the image this build made (not one another build named the same).
@@ -427,11 +492,11 @@ class BuildJob:
         Only another build of this same commit uses this name. When its image is what was pushed, the tag
         holds this commit's image all the same, and that image is reported, as if it had been found there.
         """
-        if self.engine.containerd_store:
-            # The containerd store pushes the very manifest (or index) the build wrote.
-            if pushed == outcome.digest:
-                return
-        else:
+        if pushed == outcome.digest:
+            # The very manifest (or index) the build wrote, as the containerd store pushes it: proof enough,
+            # without asking the engine which store it has.
+            return
+        if not self.engine.containerd_store:
             # The classic store writes a new manifest at push time; its config is the image the build made.
             manifest, _ = self.policy.call(partial(self.registry.get_manifest, ref.image, pushed), f"read {ref}")
             config = manifest.json().get("config") if manifest is not None else None
@@ -464,8 +529,7 @@ class BuildJob:
         with self.console.group("Load into the engine"):
             loaded = self.engine.load(layout_tar(layout))
             source = loaded[-1] if loaded else digest
-            for ref in self.plan.references:
-                self.engine.tag(source, ref)
+            run_all(lambda ref: self.engine.tag(source, ref), self.plan.references)
             self.console.info(f"Loaded {source} as {len(self.plan.references)} reference(s)")
 
     def save_artifact(self, directory: Path) -> Artifact:

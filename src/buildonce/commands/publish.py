@@ -140,8 +140,11 @@ class Publisher:
         subject = self.subject
         ours: dict[str, dict[str, str]] = {}
         overwrite = False
+        # Looked up all at once: this check runs again just before the push, where each round trip counts.
+        held: dict[Reference, str | None] = {}
+        run_all(lambda ref: held.__setitem__(ref, self.resolve(ref)), self.immutable)
         for ref in self.immutable:
-            digest = self.resolve(ref)
+            digest = held[ref]
             if digest is None:
                 continue
             labels = self.labels_of(ref, digest)

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 class EngineOnDemand:
     """``commands.seams.EngineAPI`` over an ``Engine`` made at the first call that needs one."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], login: Login | None = None) -> None:
         self._env = dict(env)
+        self._login = login
+        """Given to the engine as soon as it is connected, before anything else is asked of it."""
         self._engine: Engine | None = None
         self._lock = threading.Lock()
 
@@ -26,7 +28,14 @@ class EngineOnDemand:
             if self._engine is None:
                 from buildonce.docker.engine import Engine
 
-                self._engine = Engine.connect(self._env)
+                engine = Engine.connect(self._env)
+                if self._login is not None:
+                    try:
+                        engine.login(self._login)
+                    except BaseException:
+                        engine.close()
+                        raise
+                self._engine = engine
             return self._engine
 
     @property
