@@ -7,7 +7,9 @@ when it runs, so that ``buildonce plan`` starts fast.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -118,5 +120,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     return 0
 
 
+def _skip_last_collections() -> None:
+    """At exit the interpreter's last garbage collections walk every object the run made (the Docker SDK's,
+    the registry client's), tens of milliseconds for memory the process gives back whole anyway; frozen,
+    those objects are left alone. Only for the process itself: ``main`` called in-process changes nothing."""
+    atexit.register(gc.freeze)
+
+
 if __name__ == "__main__":
+    _skip_last_collections()
     sys.exit(main())

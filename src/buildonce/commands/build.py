@@ -7,8 +7,6 @@ check is stopped), the build runs exactly once, then push and verify retry only 
 
 from __future__ import annotations
 
-import atexit
-import gc
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -79,9 +77,6 @@ def _planned(call: Invocation, options: BuildOptions) -> tuple[Context, Plan, in
 
 
 def run(call: Invocation) -> None:
-    # At exit the interpreter's last garbage collections walk every object the Docker SDK and requests made,
-    # some 25 ms for memory the process gives back whole anyway; frozen, those objects are left alone.
-    atexit.register(gc.freeze)
     options = build_options(call.inputs)
     context, plan, commit_epoch = _planned(call, options)
     console = call.console
