@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from certificates import self_signed, server_context
+from http_answers import QuietHandler
 from loopback_names import TEST_NAME, resolve_test_name
 from registry_server import free_port
 
@@ -97,7 +98,7 @@ class FakeRegistry(ThreadingHTTPServer):
         pass  # a client that timed out closes the connection under the handler; that is the test
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def _serve(self) -> None:
@@ -108,18 +109,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake.seen.append(seen)
         reply = fake.handle(seen)
         time.sleep(reply.delay)
-        self.send_response(reply.status)
-        for key, value in reply.headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(reply.body)
+        self.answer(reply.status, reply.headers, reply.body)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _serve  # noqa: N815 - the names http.server calls
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

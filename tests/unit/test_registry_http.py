@@ -13,7 +13,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import requests
 import requests.utils
 from certificates import self_signed, server_context
 from connect_proxy import ConnectProxy
+from http_answers import QuietHandler
 
 from buildonce.errors import RegistryError
 from buildonce.references import ImageName
@@ -81,7 +82,7 @@ class Server(ThreadingHTTPServer):
         pass
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def _serve(self) -> None:
@@ -100,18 +101,9 @@ class _Handler(BaseHTTPRequestHandler):
         seen = Seen(self.command, self.path, headers, kept, digest.hexdigest(), length - left)
         server.seen.append(seen)
         answer = server.answer(seen)
-        self.send_response(answer.status)
-        for key, value in answer.headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(answer.body)
+        self.answer(answer.status, answer.headers, answer.body)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815 - the names http.server calls
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
