@@ -209,14 +209,16 @@ class Job:
         return site_packages(directory)
 
     def found(self) -> bool:
-        """Whether this job's install is in place and unchanged; if it is, it is marked as used now."""
-        if not self.finished(self.target):
-            return False
-        try:  # noqa: SIM105 (contextlib is one more import)
+        """Whether this job's install is in place and unchanged. It is marked as used first, and then checked:
+        a sweep that sets an unused install aside looks at its mark again before deleting it, so an install
+        found here is never one being deleted (and one set aside already is not found)."""
+        try:
             os.utime(os.path.join(self.target, STAMP))
+        except FileNotFoundError:
+            return False
         except OSError:
-            pass  # a tool cache this job cannot write to: the install is still good
-        return True
+            pass  # a tool cache this job cannot write to (no sweep can run there either): still checked
+        return self.finished(self.target)
 
     def label(self) -> str:
         for line in self.sources.get("__init__.py", b"").decode(errors="replace").splitlines():

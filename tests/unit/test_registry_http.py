@@ -191,6 +191,24 @@ def test_a_redirect_loop_ends_with_an_error_after_the_last_hop(
     assert "TooManyRedirectsError" in str(caught.value)
 
 
+@pytest.mark.parametrize("location", ["http://127.0.0.1:99999/blob", "http://[::1/blob", "http://a..b/blob"])
+def test_a_redirect_to_a_url_that_cannot_be_asked_is_a_permanent_registry_error(
+    serve: Callable[..., Server], location: str
+) -> None:
+    server = serve(lambda seen: Answer(307, {"Location": location}))
+    with Registry(docker_config=None) as client, pytest.raises(RegistryError) as caught:
+        client.resolve(ImageName(f"127.0.0.1:{server.port}/team/app"), "v1")
+    assert not caught.value.transient
+    assert "cannot ask" in str(caught.value)
+
+
+def test_a_host_no_name_lookup_can_take_is_a_permanent_registry_error() -> None:
+    with Registry(docker_config=None) as client, pytest.raises(RegistryError) as caught:
+        client.resolve(ImageName(f"{'a' * 64}.example/team/app"), "v1")
+    assert not caught.value.transient
+    assert "cannot ask" in str(caught.value)
+
+
 def test_303_turns_a_post_into_a_get_without_its_body(
     serve: Callable[..., Server], session: Callable[..., transport.Session]
 ) -> None:

@@ -173,7 +173,11 @@ class Consumer:
         """One attempt: the early pull's end when it is of this digest, else a pull of its own."""
         early, self.early = self.early, None
         if early is not None and early.digest == digest:
-            early.wait()
+            try:
+                early.wait()
+            except BaseException:
+                early.cancel()  # ended already (a failed attempt), or interrupted: not left running
+                raise
             return
         if early is not None:
             early.cancel()

@@ -953,10 +953,18 @@ def bounded_request(
     if remaining <= 0:
         raise DeadlineError
     connect = remaining if connect_seconds is None else min(remaining, connect_seconds)
-    request = _request(made.headers, method, url, headers=headers, data=data, params=params, auth=auth)
+    try:
+        request = _request(made.headers, method, url, headers=headers, data=data, params=params, auth=auth)
+    except ValueError as exc:  # UnicodeError too: a name IDNA cannot encode
+        raise InvalidRequestError(f"cannot ask {url!r}: {exc}") from exc
     with _watching(remaining) as watch:
         try:
             response = made.exchange(request, watch, connect, deadline, verify)
+        except ValueError as exc:
+            # A host no name lookup can take (a label over 63 characters, an empty one) or a redirect to a URL
+            # that does not parse (a port out of range, a broken IPv6 literal): the registry's answer, or the
+            # image's name, is wrong, and no retry will change it.
+            raise InvalidRequestError(f"cannot ask {request.url!r}: {exc}") from exc
         except ConnectTimeoutError:
             if watch.fired or time.monotonic() >= deadline - 0.01 or connect >= remaining:
                 raise DeadlineError from None
