@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from events import payload, runner_env
 
-from buildonce.docker import buildx
+from buildonce.docker import config as docker_config
 from buildonce.docker.buildx import Output, build_command, buildx_program, check_paths, docker_config_with_login
 from buildonce.docker.config import Login
 from buildonce.errors import InputError
@@ -170,7 +170,7 @@ def plugin(directory: Path, *, executable: bool = True) -> Path:
 
 def test_buildx_is_run_as_the_plugin_the_docker_cli_would_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = tmp_path / "usr-lib"
-    monkeypatch.setattr(buildx, "SYSTEM_PLUGIN_DIRS", (str(tmp_path / "none"), str(system)))
+    monkeypatch.setattr(docker_config, "SYSTEM_PLUGIN_DIRS", (str(tmp_path / "none"), str(system)))
     config = tmp_path / "config"
     env = {"DOCKER_CONFIG": str(config), "HOME": str(tmp_path / "home")}
     # Nowhere to be found: the CLI is asked, and says what is missing.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from buildonce.docker.config import Login, config_with_login, docker_config_dir, recorded_driver
+from buildonce.docker.config import Login, config_with_login, docker_config_dir, plugin_dirs, recorded_driver
 from buildonce.docker.spec import BuildSpec
 from buildonce.errors import BuildError, EngineError, InputError
 from buildonce.github.workflow import Console
@@ -31,14 +31,6 @@ if TYPE_CHECKING:
     from buildonce.plan import Plan
 
 SECRET_ENV_PREFIX = "BUILDONCE_SECRET_"  # noqa: S105 - a variable name, not a secret
-SYSTEM_PLUGIN_DIRS = (
-    "/usr/local/lib/docker/cli-plugins",
-    "/usr/local/libexec/docker/cli-plugins",
-    "/usr/lib/docker/cli-plugins",
-    "/usr/libexec/docker/cli-plugins",
-)
-"""Where the docker CLI looks for plugins on Linux, after config.json's ``cliPluginsExtraDirs`` and
-``$DOCKER_CONFIG/cli-plugins``, in its order."""
 
 
 @dataclass(frozen=True)
@@ -105,15 +97,8 @@ def buildx_program(env: Mapping[str, str]) -> list[str]:
     the plugin reads the same Docker config, context and builders. It is looked for where the CLI looks, in
     the CLI's order, so that it is the very binary ``docker buildx`` would be.
     """
-    config_dir = docker_config_dir(env)
-    try:
-        config = json.loads((config_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        config = {}
-    extra = config.get("cliPluginsExtraDirs") if isinstance(config, dict) else None
-    dirs = [str(d) for d in extra if isinstance(d, str)] if isinstance(extra, list) else []
-    for directory in (*dirs, str(config_dir / "cli-plugins"), *SYSTEM_PLUGIN_DIRS):
-        plugin = Path(directory) / "docker-buildx"
+    for directory in plugin_dirs(env):
+        plugin = directory / "docker-buildx"
         if plugin.is_file() and os.access(plugin, os.X_OK):
             return [str(plugin)]
     return ["docker", "buildx"]

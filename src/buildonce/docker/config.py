@@ -85,6 +85,24 @@ def _json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+SYSTEM_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+"""Where the docker CLI looks for plugins on Linux after config.json's ``cliPluginsExtraDirs`` and
+``$DOCKER_CONFIG/cli-plugins``, in its order."""
+
+
+def plugin_dirs(env: Mapping[str, str]) -> list[Path]:
+    """The directories the docker CLI looks for its plugins in, in its order."""
+    config_dir = docker_config_dir(env)
+    extra = (_json(config_dir / "config.json") or {}).get("cliPluginsExtraDirs")
+    named = [Path(item) for item in extra if isinstance(item, str)] if isinstance(extra, list) else []
+    return [*named, config_dir / "cli-plugins", *(Path(item) for item in SYSTEM_PLUGIN_DIRS)]
+
+
 def recorded_driver(builder: str, env: Mapping[str, str]) -> tuple[str, str] | None:
     """The (name, driver) of the builder buildx would use, read from its files; None when unsure.
 
