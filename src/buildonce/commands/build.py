@@ -400,7 +400,7 @@ class BuildJob:
         )
         source = own.image.with_digest(digest)
         run_all(lambda ref: self.engine.tag(source, ref), self.plan.references)
-        local = self.engine.inspect(own.image.with_digest(digest))
+        local = self.engine.inspect(source)
         return local.size if local else 0
 
     def push(self, output: Output, outcome: BuildOutcome | None, scratch: Path) -> BuildReport:

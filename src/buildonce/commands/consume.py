@@ -11,7 +11,7 @@ that digest; an image the check refuses is never tagged nor reported, and the st
 required, is verified before anything is pulled or loaded.
 
 Only what every run needs is imported here: the artifact's readers, the signature checks and the registry
-client (with requests) are imported when they are used, the last after the early pull has started.
+client are imported when they are used, the last after the early pull has started.
 """
 
 from __future__ import annotations
