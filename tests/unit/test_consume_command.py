@@ -12,7 +12,7 @@ import pytest
 from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
 from buildonce.artifact import write_artifact
-from buildonce.commands.consume import Consumer, Target, _consume, start_early, target_for
+from buildonce.commands.consume import Consumer, Target, _consume, pull_starter, start_early, target_for
 from buildonce.compression import Compression
 from buildonce.docker.engine import LocalImage
 from buildonce.errors import ArtifactError, RegistryError, VerificationError
@@ -155,12 +155,14 @@ def test_only_a_digest_given_to_ask_the_registry_for_is_pulled_ahead(inputs: dic
 
     options = consume_options(Inputs({}, {"image": IMAGE, **inputs}))
     recorder = Recorder()
-    early = start_early(recorder, options, target_for(options, None), RetryPolicy(), signed=False)  # type: ignore[arg-type]
+    starter = pull_starter(recorder, options, RetryPolicy(), signed=False)  # type: ignore[arg-type]
+    early = start_early(starter, options, target_for(options, None))
     assert (early is not None) is started
     if started:
         assert recorder.started == [(f"{IMAGE}@{inputs['digest']}", inputs.get("platform", ""))]
     # A signature to verify first: nothing is pulled before it is.
-    assert start_early(recorder, options, target_for(options, None), RetryPolicy(), signed=True) is None  # type: ignore[arg-type]
+    assert pull_starter(recorder, options, RetryPolicy(), signed=True) is None  # type: ignore[arg-type]
+    assert start_early(None, options, target_for(options, None)) is None
 
 
 def test_a_missing_tag_names_every_candidate() -> None:

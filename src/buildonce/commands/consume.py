@@ -302,7 +302,8 @@ def run(call: Invocation) -> None:
         # The CLI pulls with the job's Docker config, plus the login inputs' credentials when given.
         cli_env = stack.enter_context(docker_config_with_login(call.env, options.login))
         puller = CliPuller(cli_env)
-        early = start_early(puller, options, target, policy, signatures is not None)
+        starter = pull_starter(puller, options, policy, signed=signatures is not None)
+        early = start_early(starter, options, target)
         if early is not None:
             stack.callback(early.cancel)
         registry = open_registry(options.login, call.env, policy)
@@ -310,9 +311,7 @@ def run(call: Invocation) -> None:
         keys = Keys(options.label_namespace)
         consumer = Consumer(puller, engine, registry, policy, keys, options.check_freshness, console, options.platform)
         consumer.signatures = signatures
-        consumer.early = early
-        if signatures is None:
-            consumer.start = partial(_start, puller, policy.timeout_seconds, options.platform)
+        consumer.early, consumer.start = early, starter
         consumed = _consume(consumer, options, target)
     if consumed is None:
         call.finish({"image": "", "digest": "", "source": "", "tag": "", "need-artifact": "true"})
@@ -320,18 +319,28 @@ def run(call: Invocation) -> None:
     call.finish({**consumed.outputs(), "need-artifact": "false"}, _summary(consumed, target))
 
 
+def pull_starter(
+    puller: CliPuller, options: ConsumeOptions, policy: RetryPolicy, *, signed: bool
+) -> Callable[[ImageName, str], PendingPull] | None:
+    """What starts a pull of the input's platform as soon as its digest is known; none when a signature must
+    be verified before anything is pulled."""
+    if signed:
+        return None
+
+    def start(image: ImageName, digest: str) -> PendingPull:
+        return puller.start(image, digest, policy.timeout_seconds, platform=options.platform)
+
+    return start
+
+
 def start_early(
-    puller: CliPuller, options: ConsumeOptions, target: Target, policy: RetryPolicy, signed: bool
+    starter: Callable[[ImageName, str], PendingPull] | None, options: ConsumeOptions, target: Target
 ) -> PendingPull | None:
     """The pull of the digest given, started before anything else is asked of the registry; none when the
-    registry is not to be asked, no digest is given, or a signature must be verified before any pull."""
-    if not target.digest or signed or options.source is Source.ARTIFACT:
+    registry is not to be asked, no digest is given, or nothing may be pulled yet (``starter`` is None)."""
+    if starter is None or not target.digest or options.source is Source.ARTIFACT:
         return None
-    return _start(puller, policy.timeout_seconds, options.platform, target.image, target.digest)
-
-
-def _start(puller: CliPuller, timeout: float, platform: str, image: ImageName, digest: str) -> PendingPull:
-    return puller.start(image, digest, timeout, platform=platform)
+    return starter(target.image, target.digest)
 
 
 def _consume(consumer: Consumer, options: ConsumeOptions, target: Target) -> Consumed | None:
