@@ -208,6 +208,11 @@ class Job:
     def site(directory: str) -> str:
         return site_packages(directory)
 
+    @staticmethod
+    def distributions(site: str) -> frozenset[tuple[str, str]]:
+        """The packages in ``site``, read as the reuse check reads them."""
+        return installed_distributions(site)
+
     def found(self) -> bool:
         """Whether this job's install is in place and unchanged. It is marked as used first, and then checked:
         a sweep that sets an unused install aside looks at its mark again before deleting it, so an install

@@ -654,7 +654,8 @@ def fill(made: Path, runner: Runner, checked: StoreCheck) -> None:
         unpacked = {
             distribution_of(name) for name in pool.map(lambda wheel: unpack(wheel, site), checked.found.values())
         }
-    present = {distribution_of(path.name) for path in site.glob("*.dist-info")}
+    # Read as the next job's reuse check will read them, so that what is made here is found there.
+    present = runner.job.distributions(str(site))
     if unpacked != runner.distributions or present != runner.distributions:
         raise InstallError(f"the wheels unpacked {sorted(unpacked)}, not {sorted(runner.distributions)}")
     copy_sources(site, runner.job.sources)
