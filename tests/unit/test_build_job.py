@@ -7,6 +7,7 @@ import gc
 import io
 import json
 import threading
+import time
 from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,8 +18,10 @@ from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
 import buildonce.__main__ as buildonce_main
 from buildonce.__main__ import main
+from buildonce.buildkey import Reuse, lookup_tag
 from buildonce.commands import Invocation
-from buildonce.commands.build import BuildJob, _before_build, _finish, _stop_unless_needed, prepare
+from buildonce.commands.build import BuildJob, _before_build, _record_key_and_finish, _stop_unless_needed, prepare
+from buildonce.commands.promote import Keyed
 from buildonce.commands.publish import Existing
 from buildonce.commands.sign import origin_of
 from buildonce.docker.buildx import BuildOutcome, Output, Stopper
@@ -29,6 +32,7 @@ from buildonce.errors import ImmutableTagError, RegistryError, VerificationError
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Console, Inputs, RunnerFiles
 from buildonce.labels import REVISION, Keys
+from buildonce.oci import Manifest
 from buildonce.options import BuildOptions, build_options
 from buildonce.plan import Plan, make_plan
 from buildonce.references import ImageName, Reference
@@ -419,28 +423,54 @@ def test_an_engine_on_demand_logs_in_as_soon_as_it_is_connected(monkeypatch: pyt
     assert [engine.calls for engine in made] == [["login registry.test", "inspect x", "inspect y"]]
 
 
-def test_the_outputs_wait_for_the_work_left_beside_the_end_of_the_run(tmp_path: Path) -> None:
-    registry = FakeRegistry()
-    build_job = job(registry, FakeEngine(registry))
+class FilesystemRegistry(FakeRegistry):
+    """A registry that, as Distribution's filesystem driver does, rewrites a manifest's links in place on every
+    put: a read of that manifest while the put is in flight is answered with an HTTP 500."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing: set[str] = set()
+        self.torn: list[str] = []
+        self.lock = threading.Lock()
+
+    def put_manifest(self, image: ImageName, tag: str, manifest: Manifest) -> str:
+        with self.lock:
+            self.writing.add(manifest.digest)
+        try:
+            time.sleep(0.05)  # long enough for a read running beside it to land inside it
+            return super().put_manifest(image, tag, manifest)
+        finally:
+            with self.lock:
+                self.writing.discard(manifest.digest)
+
+    def resolve(self, image: ImageName, reference: str) -> str | None:
+        digest = super().resolve(image, reference)
+        with self.lock:
+            if digest in self.writing:
+                self.torn.append(reference)
+                raise RegistryError("HTTP 500: UNKNOWN: unknown error", transient=True)
+        return digest
+
+
+def test_nothing_reads_the_image_while_its_build_key_is_recorded(tmp_path: Path) -> None:
+    registry = FilesystemRegistry()
+    build_job = job(registry, FakeEngine(registry), artifact="true", compression="none")
+    built = manifest_for(SHA)
+    registry.tags[(IMAGE, "sha-0123456")] = registry.tags[(IMAGE, "latest")] = registry.store(built, SHA)
     outputs = tmp_path / "output"
     outputs.write_text("")
-    env = {"GITHUB_OUTPUT": str(outputs)}
+    env = {"GITHUB_OUTPUT": str(outputs), "RUNNER_TEMP": str(tmp_path)}
     call = Invocation(Inputs(env, {}), env, Console(io.StringIO()), RunnerFiles.from_env(env))
     context = build_context(runner_env("push-default"), payload("push-default"))
     origin = origin_of(context, SHA, build_job.options.plan.label_namespace)
-    report = BuildReport(plan=build_job.plan, digest=manifest_for(SHA).digest, pushed=True)
-    seen: list[str] = []
-
-    def failed() -> None:
-        seen.append(outputs.read_text())
-        raise VerificationError("the lookup tag could not be set")
-
-    with pytest.raises(VerificationError, match="lookup tag"):
-        _finish(call, report, build_job, build_job.options, origin, before_outputs=failed)
-    assert seen == [""]
-    assert outputs.read_text() == ""  # a failure beside the end writes no outputs
-    _finish(call, report, build_job, build_job.options, origin, before_outputs=lambda: seen.append("done"))
-    assert seen == ["", "done"]
+    report = BuildReport(plan=build_job.plan, digest=built.digest, pushed=True)
+    keyed = Keyed(Reuse.CONTENT, build_job.options, build_job.plan, "b" * 64)
+    _record_key_and_finish(call, report, keyed, build_job, origin)
+    # The lookup tag was put, the artifact then read the pushed manifest: one after the other, never torn.
+    assert lookup_tag("b" * 64) in registry.puts
+    assert registry.torn == []
+    assert report.artifact is not None
+    assert f"buildonce/manifests/{built.digest.replace(':', '/')}".encode() in report.artifact.path.read_bytes()
     assert report.digest in outputs.read_text()
 
 

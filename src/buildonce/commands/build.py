@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -146,7 +146,7 @@ def run(call: Invocation) -> None:
         # A build that finished before the check is thrown away just the same: one image per commit.
         existing = None if options.rebuild else job.existing
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
-        _record_key_and_finish(call, report, keyed, job, origin, pool=pool)
+        _record_key_and_finish(call, report, keyed, job, origin)
 
 
 def _before_build(
@@ -182,15 +182,16 @@ def _with_signing(call: Invocation, options: BuildOptions, context: Context, pla
 
 
 def _record_key_and_finish(
-    call: Invocation, report: BuildReport, keyed: promote.Keyed, job: BuildJob, origin: Origin, *, pool: Executor
+    call: Invocation, report: BuildReport, keyed: promote.Keyed, job: BuildJob, origin: Origin
 ) -> None:
-    """Record the build key while the artifact is saved and the image signed; the outputs are written only
-    once it is recorded."""
-    recorded = pool.submit(_record_key, report, keyed, job)
-    try:
-        _finish(call, report, job, job.options, origin, before_outputs=recorded.result)
-    finally:
-        wait([recorded])  # never close the registry under it
+    """Record the build key, then save the artifact, sign and write the outputs.
+
+    One after the other: a registry on a filesystem (Distribution's own driver) rewrites the manifest's links
+    in place on every put, and a read of that manifest meanwhile (the artifact's copy of it, the signer's)
+    is answered with an HTTP 500. The put is a round trip or two; a retried read costs a second.
+    """
+    _record_key(report, keyed, job)
+    _finish(call, report, job, job.options, origin)
 
 
 def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> None:
@@ -210,16 +211,12 @@ def _finish(
     job: BuildJob,
     options: BuildOptions,
     origin: Origin,
-    *,
-    before_outputs: Callable[[], object] = lambda: None,
 ) -> None:
-    """Save the artifact, sign what was published (built, reused or promoted alike), write the outputs (once
-    ``before_outputs`` has returned)."""
+    """Save the artifact, sign what was published (built, reused or promoted alike), write the outputs."""
     if report.plan.artifact.value:
         report.artifact = job.save_artifact(_artifact_dir(options, call.env))
         call.console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
     signed = _sign(call, options, origin, job, report)
-    before_outputs()
     call.console.info(f"digest: {report.digest or '(not pushed)'}")
     call.finish({**report.outputs(), **signed.outputs()}, report.summary() + signed.summary_line() + "\n")
 
