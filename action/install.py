@@ -1,4 +1,4 @@
-"""Install buildonce, or find it installed: the set-up of the composite actions (install.sh runs this, python3 -I).
+"""Install buildonce, or find it installed: the set-up of the composite actions (install.sh runs this, python3 -I -S).
 
 An install is a virtual environment kept on the machine, $RUNNER_TOOL_CACHE/buildonce/<fingerprint> (or
 under $RUNNER_TEMP when there is no tool cache to write to), where the fingerprint covers both installer

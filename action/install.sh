@@ -19,5 +19,6 @@ die() {
 
 command -v python3 >/dev/null 2>&1 \
   || die "python3 is not on this runner's PATH. Add actions/setup-python (3.10 or later) before this step."
-# -I: neither PYTHONPATH nor the workspace (the working directory) may change what installs buildonce.
-exec python3 -I "$(dirname -- "${BASH_SOURCE[0]}")/install.py" "$@"
+# -I: neither PYTHONPATH nor the workspace (the working directory) may change what installs buildonce; -S: the
+# install needs the standard library alone, so no .pth file of the runner's site-packages runs (or costs) anything.
+exec python3 -I -S "$(dirname -- "${BASH_SOURCE[0]}")/install.py" "$@"
