@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from buildonce.errors import RegistryError
 
 if TYPE_CHECKING:
-    from tenacity import RetryCallState
+    from tenacity import RetryCallState, Retrying
 
 T = TypeVar("T")
 
@@ -63,7 +63,35 @@ class RetryPolicy:
 
         Returns its result and the number of attempts it took. No wait follows the last attempt.
         """
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt  # only when a registry is asked
+        attempts = 0
+
+        def counted() -> T:
+            nonlocal attempts
+            attempts += 1
+            with self._lock:  # operations run in several threads at once
+                self.most_attempts = max(self.most_attempts, attempts)
+            return operation()
+
+        try:
+            try:
+                # Most operations succeed at once: tenacity is imported, and runs the rest, at the first
+                # transient fault, which it is handed as its own first attempt's.
+                return counted(), attempts
+            except RegistryError as error:
+                if not error.transient:
+                    raise
+                first = error
+            result = self._retrying(what)(_replaying(first, counted))
+        except RegistryError as error:
+            if error.transient and attempts >= self.attempts:
+                raise RegistryError(
+                    f"{what}: still failing after {attempts} attempts: {error}", transient=True
+                ) from error
+            raise
+        return result, attempts
+
+    def _retrying(self, what: str) -> Retrying:
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -77,7 +105,7 @@ class RetryPolicy:
                 f"retrying in {seconds:.0f} s"
             )
 
-        retrying = Retrying(
+        return Retrying(
             stop=stop_after_attempt(self.attempts),
             wait=wait,
             retry=retry_if_exception(is_transient),
@@ -85,21 +113,17 @@ class RetryPolicy:
             sleep=self.sleep,
             reraise=True,
         )
-        attempts = 0
 
-        def counted() -> T:
-            nonlocal attempts
-            attempts += 1
-            with self._lock:  # operations run in several threads at once
-                self.most_attempts = max(self.most_attempts, attempts)
-            return operation()
 
-        try:
-            result = retrying(counted)
-        except RegistryError as error:
-            if error.transient and attempts >= self.attempts:
-                raise RegistryError(
-                    f"{what}: still failing after {attempts} attempts: {error}", transient=True
-                ) from error
-            raise
-        return result, attempts
+def _replaying(failure: BaseException, operation: Callable[[], T]) -> Callable[[], T]:
+    """``operation``, whose first call (one already made) raises what it raised then."""
+    replayed = False
+
+    def attempt() -> T:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise failure
+        return operation()
+
+    return attempt

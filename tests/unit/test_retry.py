@@ -75,3 +75,28 @@ def test_single_attempt_policy_never_sleeps() -> None:
     with pytest.raises(RegistryError):
         retry.call(Flaky([RegistryError("503", transient=True)]), "x")
     assert sleeps == []
+
+
+def test_a_permanent_fault_after_a_transient_one_ends_the_retries_with_its_own_error() -> None:
+    retry, sleeps, messages = policy(attempts=5)
+    operation = Flaky([RegistryError("503", transient=True), RegistryError("404 manifest unknown")])
+    with pytest.raises(RegistryError, match="404 manifest unknown") as raised:
+        retry.call(operation, "read x")
+    assert not raised.value.transient
+    assert operation.calls == 2
+    assert sleeps == [10]
+    assert len(messages) == 1
+    assert retry.most_attempts == 2
+
+
+def test_an_operation_that_succeeds_at_once_takes_one_attempt_and_no_wait() -> None:
+    retry, sleeps, messages = policy()
+    assert retry.call(Flaky([]), "read x") == ("ok", 1)
+    assert (sleeps, messages, retry.most_attempts) == ([], [], 1)
+
+
+def test_a_single_attempt_that_fails_transiently_says_so() -> None:
+    retry, _, messages = policy(attempts=1)
+    with pytest.raises(RegistryError, match="still failing after 1 attempts: 503"):
+        retry.call(Flaky([RegistryError("503", transient=True)]), "read x")
+    assert messages == []
