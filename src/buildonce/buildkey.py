@@ -8,7 +8,6 @@ builds and ``rebuild: true`` never reuse by key.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import re
@@ -16,22 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from buildonce.labels import CREATED, OCI, REVISION, Keys
+from buildonce.options import Reuse
 from buildonce.tags import Kind
 
 KEY_FORMAT = "buildonce.build-key/1"
 LOOKUP_PREFIX = "buildkey-"
 _KEY = re.compile(r"[0-9a-f]{64}")
 _LEVELS = ("index", "manifest", "manifest-descriptor", "index-descriptor")
-
-
-class Reuse(enum.Enum):
-    AUTO = "auto"
-    CONTENT = "content"
-    """Reuse this commit's image, else promote an image built from the same content (the build key)."""
-    COMMIT = "commit"
-    """Reuse only this commit's image, under its immutable tags."""
-    OFF = "off"
-    """Always build, as ``rebuild: true``."""
 
 
 def reuse_for(mode: Reuse, kind: Kind) -> Reuse:

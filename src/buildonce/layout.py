@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ def layout_tar(layout: Path) -> Iterator[bytes]:
     A thread writes the tar into a pipe while this generator reads it out in fixed-size chunks, so a
     multi-gigabyte layer goes through a megabyte at a time.
     """
+    import tarfile  # for the build's load alone: the registry client reads layouts without it
+
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
 

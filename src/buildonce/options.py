@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from buildonce.buildkey import Reuse
 from buildonce.compression import Compression
 from buildonce.docker.config import Login
 from buildonce.docker.spec import Secret
@@ -146,6 +145,18 @@ _SHA = re.compile(r"[0-9a-f]{40}")
 # int() itself fail.
 _WHOLE = re.compile(r"[0-9]{1,9}")
 _NUMBER = re.compile(r"[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
+
+
+class Reuse(enum.Enum):
+    """The reuse input: what a build may use in place of building (the build key's lookup is buildkey.py's)."""
+
+    AUTO = "auto"
+    CONTENT = "content"
+    """Reuse this commit's image, else promote an image built from the same content (the build key)."""
+    COMMIT = "commit"
+    """Reuse only this commit's image, under its immutable tags."""
+    OFF = "off"
+    """Always build, as ``rebuild: true``."""
 
 
 class Switch(enum.Enum):

@@ -9,7 +9,6 @@ import pytest
 
 from buildonce.buildkey import (
     KeyMaterial,
-    Reuse,
     build_key,
     key_of_tag,
     keyed_annotations,
@@ -22,7 +21,7 @@ from buildonce.buildkey import (
 from buildonce.errors import InputError
 from buildonce.github.workflow import Inputs
 from buildonce.labels import CREATED, REVISION, Keys
-from buildonce.options import build_options
+from buildonce.options import Reuse, build_options
 from buildonce.tags import Kind
 
 KEYS = Keys()

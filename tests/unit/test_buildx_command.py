@@ -9,8 +9,8 @@ import pytest
 from events import payload, runner_env
 
 from buildonce.docker import config as docker_config
-from buildonce.docker.buildx import Output, build_command, buildx_program, check_paths, docker_config_with_login
-from buildonce.docker.config import Login
+from buildonce.docker.buildx import Output, build_command, buildx_program, check_paths
+from buildonce.docker.config import Login, docker_config_with_login
 from buildonce.errors import InputError
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Inputs

@@ -30,12 +30,12 @@ from buildonce.docker.buildx import (
     build_command,
     buildx_program,
     check_paths,
-    docker_config_with_login,
     find_builder,
 )
 from buildonce.docker.buildx import (
     run_build as run_buildx,
 )
+from buildonce.docker.config import docker_config_with_login
 from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import FatalError, InputError, VerificationError
 from buildonce.github.workflow import Console

@@ -22,10 +22,10 @@ from buildonce.commands.publish import Publisher
 from buildonce.docker.buildx import (
     build_command,
     check_paths,
-    docker_config_with_login,
     find_builder,
 )
 from buildonce.docker.buildx import run_build as run_buildx
+from buildonce.docker.config import docker_config_with_login
 from buildonce.errors import InputError, VerificationError
 from buildonce.labels import Keys
 from buildonce.layout import LayoutImage, read_layout

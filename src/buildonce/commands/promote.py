@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from buildonce.buildkey import (
     KeyMaterial,
-    Reuse,
     build_key,
     keyed_annotations,
     keyed_labels,
@@ -33,6 +32,7 @@ from buildonce.errors import RegistryError, VerificationError
 from buildonce.git.worktree import NoIds, content_ids
 from buildonce.labels import Keys, annotations_for
 from buildonce.oci import Manifest, is_attestation, json_object
+from buildonce.options import Reuse
 from buildonce.references import ImageName
 from buildonce.report import BuildReport
 

@@ -6,22 +6,19 @@ values reach buildx through the environment of its process only, never its argv.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from buildonce.docker.config import Login, config_with_login, docker_config_dir, plugin_dirs, recorded_driver
+from buildonce.docker.config import plugin_dirs, recorded_driver
 from buildonce.docker.spec import BuildSpec
 from buildonce.errors import BuildError, EngineError, InputError
 from buildonce.github.workflow import Console
@@ -325,30 +322,3 @@ def run_build(
         raise BuildError(f"buildx wrote no readable metadata file ({exc}); is buildx older than 0.6?") from None
     imageid = iidfile.read_text().strip() if iidfile.is_file() else ""
     return BuildOutcome(metadata=metadata, imageid=imageid, seconds=seconds)
-
-
-@contextlib.contextmanager
-def docker_config_with_login(env: Mapping[str, str], login: Login | None) -> Iterator[dict[str, str]]:
-    """An environment whose Docker config holds ``login``'s credentials, for buildx to use.
-
-    The user's config directory is mirrored into a private temporary one (builder instances and CLI
-    plugins by link) with the login added, so nothing is written to the user's own config and the
-    password is never on a command line. The directory is removed afterwards.
-    """
-    if login is None:
-        yield dict(env)
-        return
-    source = docker_config_dir(env)
-    overlay = Path(tempfile.mkdtemp(prefix="buildonce-docker-config-"))
-    try:
-        if source.is_dir():
-            for entry in source.iterdir():
-                if entry.name != "config.json":
-                    (overlay / entry.name).symlink_to(entry)
-        config = config_with_login(source, login)
-        target = overlay / "config.json"
-        target.touch(mode=0o600)
-        target.write_text(json.dumps(config))
-        yield {**env, "DOCKER_CONFIG": str(overlay)}
-    finally:
-        shutil.rmtree(overlay, ignore_errors=True)

@@ -5,9 +5,10 @@ and the one rule for Docker Hub's many names."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,33 @@ def config_with_login(source: Path, login: Login) -> dict[str, Any]:
     config.pop("credsStore", None)
     config.get("credHelpers", {}).pop(login.registry, None)
     return config
+
+
+@contextlib.contextmanager
+def docker_config_with_login(env: Mapping[str, str], login: Login | None) -> Iterator[dict[str, str]]:
+    """An environment whose Docker config holds ``login``'s credentials, for buildx and the CLI to use.
+
+    The user's config directory is mirrored into a private temporary one (builder instances and CLI
+    plugins by link) with the login added, so nothing is written to the user's own config and the
+    password is never on a command line. The directory is removed afterwards.
+    """
+    if login is None:
+        yield dict(env)
+        return
+    import shutil
+    import tempfile
+
+    source = docker_config_dir(env)
+    overlay = Path(tempfile.mkdtemp(prefix="buildonce-docker-config-"))
+    try:
+        if source.is_dir():
+            for entry in source.iterdir():
+                if entry.name != "config.json":
+                    (overlay / entry.name).symlink_to(entry)
+        config = config_with_login(source, login)
+        target = overlay / "config.json"
+        target.touch(mode=0o600)
+        target.write_text(json.dumps(config))
+        yield {**env, "DOCKER_CONFIG": str(overlay)}
+    finally:
+        shutil.rmtree(overlay, ignore_errors=True)

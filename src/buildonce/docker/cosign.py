@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildonce.docker.buildx import docker_config_with_login
-from buildonce.docker.config import Login
+from buildonce.docker.config import Login, docker_config_with_login
 from buildonce.errors import RegistryError, SigningError
 
 INSTALL_HINT = (
