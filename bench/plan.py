@@ -46,7 +46,7 @@ METADATA_ACTION_SECONDS = 0.350
 HEAVY_PACKAGES = ("docker", "requests", "urllib3", "zstandard", "tenacity")
 NOT_PACKAGES = frozenset({"buildonce", "sitecustomize", "_distutils_hack", "org"})
 """Not dependencies: the package itself, site's hooks, and the Jython probe in the standard library's copy."""
-_MAIN = "import sys; from buildonce.__main__ import main; sys.exit(main())"
+_MAIN = "import sys; from buildonce.cli import main; sys.exit(main())"
 
 
 def plan_env(output: Path, temp: Path) -> dict[str, str]:
@@ -151,10 +151,10 @@ def import_profile(env: dict[str, str], cwd: Path, runs: int) -> Profile:
 
 def report_imports(profile: Profile) -> dict[str, bool]:
     """Print where the start-up goes; return which of the heavy packages were imported."""
-    entry = "buildonce.__main__"
+    entry = "buildonce.cli"
     rows = [[name, ms(profile.own[name]), ms(profile.cumulative[name])] for name in profile.children(entry)[:15]]
     rows.insert(0, [entry + " (all of it)", ms(profile.own[entry]), ms(profile.cumulative[entry])])
-    print(table(("what buildonce.__main__ imports", "self", "cumulative"), rows))
+    print(table(("what buildonce.cli imports", "self", "cumulative"), rows))
     heaviest = sorted(profile.own, key=lambda name: profile.own[name], reverse=True)[:10]
     print()
     print(table(("heaviest modules by own time", "self"), [[name, ms(profile.own[name])] for name in heaviest]))

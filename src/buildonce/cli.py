@@ -18,6 +18,7 @@ from typing import TextIO
 
 from buildonce import __version__
 from buildonce.commands import COMMANDS, Invocation
+from buildonce.docker.ahead import PullAhead
 from buildonce.errors import FatalError, InputError
 from buildonce.github.workflow import Console, Inputs, RunnerFiles
 
@@ -87,7 +88,14 @@ def _mask_secrets(inputs: Inputs, env: Mapping[str, str], console: Console) -> N
             console.mask(env[name.strip()])
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    *,
+    ahead: PullAhead | None = None,
+) -> int:
+    """Run one command; ``ahead`` is the pull ``python -m buildonce`` started before the imports, if any."""
     args = _parser().parse_args(argv)
     environment = dict(os.environ if env is None else env)
     # With --json, stdout carries only the JSON; the readable log goes to stderr.
@@ -105,6 +113,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             event_path=Path(args.event) if args.event else None,
             event_name=args.event_name,
             json=args.json,
+            ahead=ahead,
         )
         COMMANDS[args.command].load()(call)
     except FatalError as exc:
@@ -120,13 +129,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     return 0
 
 
-def _skip_last_collections() -> None:
+def skip_last_collections() -> None:
     """At exit the interpreter's last garbage collections walk every object the run made (the Docker SDK's,
     the registry client's), tens of milliseconds for memory the process gives back whole anyway; frozen,
     those objects are left alone. Only for the process itself: ``main`` called in-process changes nothing."""
     atexit.register(gc.freeze)
-
-
-if __name__ == "__main__":
-    _skip_last_collections()
-    sys.exit(main())

@@ -16,9 +16,9 @@ import pytest
 from events import payload, runner_env
 from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 
-import buildonce.__main__ as buildonce_main
-from buildonce.__main__ import main
-from buildonce.buildkey import Reuse, lookup_tag
+import buildonce.cli as buildonce_cli
+from buildonce.buildkey import lookup_tag
+from buildonce.cli import main
 from buildonce.commands import Invocation
 from buildonce.commands.build import BuildJob, _before_build, _record_key_and_finish, _stop_unless_needed, prepare
 from buildonce.commands.promote import Keyed
@@ -33,7 +33,7 @@ from buildonce.github.context import build_context
 from buildonce.github.workflow import Console, Inputs, RunnerFiles
 from buildonce.labels import REVISION, Keys
 from buildonce.oci import Manifest
-from buildonce.options import BuildOptions, build_options
+from buildonce.options import BuildOptions, Reuse, build_options
 from buildonce.plan import Plan, make_plan
 from buildonce.references import ImageName, Reference
 from buildonce.report import BuildReport
@@ -311,7 +311,7 @@ def test_the_process_leaves_its_objects_out_of_the_collections_at_exit(
     assert code == 1
     assert registered == []
     # ...and the process entry, whatever command runs, skips the last collections.
-    buildonce_main._skip_last_collections()
+    buildonce_cli.skip_last_collections()
     assert registered == [gc.freeze]
 
 

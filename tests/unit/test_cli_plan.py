@@ -11,7 +11,7 @@ import pytest
 from events import FIXTURES, runner_env
 from runner_format import commands, parse_outputs
 
-from buildonce.__main__ import main
+from buildonce.cli import main
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:

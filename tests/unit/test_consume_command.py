@@ -149,7 +149,9 @@ def test_only_a_digest_given_to_ask_the_registry_for_is_pulled_ahead(inputs: dic
         def __init__(self) -> None:
             self.started: list[tuple[str, str]] = []
 
-        def start(self, image: ImageName, digest: str, timeout: float, *, platform: str = "") -> Pending:
+        def start(
+            self, image: ImageName, digest: str, timeout: float, *, platform: str = "", ahead: object = None
+        ) -> Pending:
             self.started.append((image.with_digest(digest), platform))
             return Pending(digest)
 

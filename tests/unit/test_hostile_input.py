@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runner_format import commands
 
-from buildonce.__main__ import main
+from buildonce.cli import main
 from buildonce.errors import FatalError
 from buildonce.github.context import SUPPORTED_EVENTS, build_context, read_payload
 from buildonce.github.workflow import Inputs

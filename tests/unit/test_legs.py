@@ -12,7 +12,7 @@ import pytest
 from events import runner_env
 from runner_format import commands, parse_outputs
 
-from buildonce.__main__ import main
+from buildonce.cli import main
 from buildonce.errors import InputError
 from buildonce.legs import (
     Leg,

@@ -25,6 +25,7 @@ from buildonce.options import (
 )
 
 if TYPE_CHECKING:
+    from buildonce.docker.ahead import PullAhead
     from buildonce.github.context import Context
 
 
@@ -42,6 +43,8 @@ class Invocation:
     """``--event-name``; ``None`` means ``$GITHUB_EVENT_NAME``."""
     json: bool = False
     """``--json``: print the outputs as one JSON object on stdout too."""
+    ahead: PullAhead | None = None
+    """A pull started before the imports (consume of a digest given), for the command to take or stop."""
 
     def context(self, default_branch: str = "") -> Context:
         from buildonce.github.context import load_context  # the event is read only by the commands that need it

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.seams import EngineAPI, PendingPullAPI, PullAPI, RegistryAPI
-from buildonce.docker.buildx import docker_config_with_login
 from buildonce.docker.cli import CliPuller, PendingPull
+from buildonce.docker.config import docker_config_with_login
 from buildonce.docker.ondemand import EngineOnDemand
 from buildonce.errors import ArtifactError, ContextError, InputError, RegistryError
 from buildonce.github.workflow import Console
@@ -40,6 +40,7 @@ from buildonce.tags import Kind, Subject, plan_tags, subject_of
 
 if TYPE_CHECKING:
     from buildonce.commands.sign import SignatureVerifier
+    from buildonce.docker.ahead import PullAhead
     from buildonce.github.context import Context
     from buildonce.tarimage import HeldImage, TarContents
 
@@ -302,8 +303,10 @@ def run(call: Invocation) -> None:
         # The CLI pulls with the job's Docker config, plus the login inputs' credentials when given.
         cli_env = stack.enter_context(docker_config_with_login(call.env, options.login))
         puller = CliPuller(cli_env)
-        starter = pull_starter(puller, options, policy, signed=signatures is not None)
+        starter = pull_starter(puller, options, policy, signed=signatures is not None, ahead=call.ahead)
         early = start_early(starter, options, target)
+        if call.ahead is not None:
+            call.ahead.cancel()  # unless the early pull was that one: the engine need not go on with it
         if early is not None:
             stack.callback(early.cancel)
         registry = open_registry(options.login, call.env, policy)
@@ -320,15 +323,16 @@ def run(call: Invocation) -> None:
 
 
 def pull_starter(
-    puller: CliPuller, options: ConsumeOptions, policy: RetryPolicy, *, signed: bool
+    puller: CliPuller, options: ConsumeOptions, policy: RetryPolicy, *, signed: bool, ahead: PullAhead | None = None
 ) -> Callable[[ImageName, str], PendingPull] | None:
     """What starts a pull of the input's platform as soon as its digest is known; none when a signature must
-    be verified before anything is pulled."""
+    be verified before anything is pulled. The first pull it starts is the one started ``ahead`` when that
+    runs the very same command."""
     if signed:
         return None
 
     def start(image: ImageName, digest: str) -> PendingPull:
-        return puller.start(image, digest, policy.timeout_seconds, platform=options.platform)
+        return puller.start(image, digest, policy.timeout_seconds, platform=options.platform, ahead=ahead)
 
     return start
 

@@ -9,17 +9,16 @@ environment names (``docker_config_with_login``), never from the command line.
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
+from buildonce.docker.ahead import PullAhead, stop, which
 from buildonce.docker.messages import START_THE_ENGINE, classify_push_error, settle_tag
 from buildonce.errors import EngineError, RegistryError
 from buildonce.references import ImageName, Reference
 
-STOP_SECONDS = 10
-"""How long a stopped CLI gets to cancel its pull before it is killed."""
 LONGEST_MESSAGE = 2000
 _UNREACHABLE = ("cannot connect to the docker daemon", "error during connect", "is the docker daemon running")
 
@@ -29,7 +28,7 @@ class CliPuller:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = dict(env)
-        found = shutil.which("docker", path=self.env.get("PATH"))
+        found = which("docker", self.env.get("PATH", os.defpath))
         if found is None:
             raise EngineError(
                 "the docker CLI is not on this runner's PATH. Use a runner with Docker (ubuntu-latest has it) "
@@ -42,12 +41,16 @@ class CliPuller:
         Raises RegistryError (transient or not), or EngineError."""
         self.start(image, digest, timeout, platform=platform).wait()
 
-    def start(self, image: ImageName, digest: str, timeout: float, *, platform: str = "") -> PendingPull:
+    def start(
+        self, image: ImageName, digest: str, timeout: float, *, platform: str = "", ahead: PullAhead | None = None
+    ) -> PendingPull:
         """Start one pull of ``name@digest`` and return at once: the engine fetches it while the caller goes
-        on. ``wait`` ends it as ``pull`` would; ``cancel`` stops it."""
+        on. ``wait`` ends it as ``pull`` would; ``cancel`` stops it. A pull started ``ahead`` is this one
+        when it runs the very same command, else it is stopped."""
         reference = image.with_digest(digest)
-        chosen = ["--platform", platform] if platform else []
-        return PendingPull(self, digest, reference, self._spawn(["pull", "--quiet", *chosen, reference]), timeout)
+        args = ["pull", "--quiet", *(["--platform", platform] if platform else []), reference]
+        process = ahead.take([self.docker, *args], self.env) if ahead else None
+        return PendingPull(self, digest, reference, process or self._spawn(args), timeout)
 
     def tag(self, source: str, reference: Reference) -> None:
         def attempt() -> str | None:
@@ -104,7 +107,7 @@ class PendingPull:
     def cancel(self) -> None:
         """Stop the pull unless it has ended: the CLI closes its request, and the engine cancels the pull."""
         if self._process.poll() is None:
-            _stop(self._process)
+            stop(self._process)
         else:
             self._process.communicate()
 
@@ -114,20 +117,10 @@ def _collect(process: subprocess.Popen[str], timeout: float) -> tuple[int | None
     try:
         out, err = process.communicate(timeout=max(1.0, timeout))
     except subprocess.TimeoutExpired:
-        _stop(process)
+        stop(process)
         return None, ""
     text = (err or out).strip()
     return process.returncode, text[-LONGEST_MESSAGE:]
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    # SIGTERM first: the CLI then closes its request, and the engine cancels the pull.
-    process.terminate()
-    try:
-        process.communicate(timeout=STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
 
 
 def _unreachable(text: str) -> bool:

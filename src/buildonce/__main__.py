@@ -1,0 +1,25 @@
+"""``python -m buildonce``: the command line (``buildonce.cli``), after the one thing started before its
+imports: consume's pull of a digest given, when the inputs name it plainly (``buildonce.docker.ahead``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from buildonce.docker.ahead import pull_ahead
+
+
+def run() -> int:
+    ahead = pull_ahead(sys.argv[1:], os.environ)
+    try:
+        from buildonce.cli import main, skip_last_collections
+
+        skip_last_collections()
+        return main(ahead=ahead)
+    finally:
+        if ahead is not None:
+            ahead.cancel()  # when the command did not take it
+
+
+if __name__ == "__main__":
+    sys.exit(run())
