@@ -1,6 +1,6 @@
 """The failures buildonce reports to its user, each with what to do about it.
 
-One handler in ``__main__`` turns any of these into a single ``::error::`` line and an exit status.
+One handler in ``buildonce.cli`` turns any of these into a single ``::error::`` line and an exit status.
 Everything else that escapes is a bug and keeps its traceback.
 """
 
