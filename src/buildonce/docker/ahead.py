@@ -14,7 +14,8 @@ and on the side of not pulling:
 The pull is ``docker pull --quiet <image>@<digest>``, an argument list in this process's environment. The
 command adopts it (``take``) only when the pull it would start itself is this very one, the same argument
 list in the same environment; otherwise, and whenever the run ends without adopting it, it is stopped. It
-prints nothing. Only the standard library's ``os`` and ``subprocess`` are imported here.
+prints nothing. Nothing but the standard library's ``os``, ``subprocess``, ``itertools`` and
+``collections.abc`` is imported here (no ``re``, ``shutil`` or ``pathlib``: each would delay the pull).
 """
 
 from __future__ import annotations
