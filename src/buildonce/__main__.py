@@ -3,6 +3,7 @@ imports: consume's pull of a digest given, when the inputs name it plainly (``bu
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -12,8 +13,13 @@ from buildonce.docker.ahead import pull_ahead
 def run() -> int:
     ahead = pull_ahead(sys.argv[1:], os.environ)
     try:
+        # Importing allocates much and frees next to nothing: the collector would walk it all several times
+        # for nothing. Collected again from the command's start, without walking what the imports made.
+        gc.disable()
         from buildonce.cli import main, skip_last_collections
 
+        gc.freeze()
+        gc.enable()
         skip_last_collections()
         return main(ahead=ahead)
     finally:

@@ -6,15 +6,15 @@ when it runs, so that ``buildonce plan`` starts fast.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
 import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from buildonce import __version__
 from buildonce.commands import COMMANDS, Invocation
@@ -22,8 +22,52 @@ from buildonce.docker.ahead import PullAhead
 from buildonce.errors import FatalError, InputError
 from buildonce.github.workflow import Console, Inputs, RunnerFiles
 
+if TYPE_CHECKING:
+    import argparse
+
+INPUT_FLAGS = ("--input", "-i")
+
+
+@dataclass(frozen=True)
+class Arguments:
+    """The command line, parsed: the command and its flags."""
+
+    command: str
+    input: list[str] = field(default_factory=list)
+    event: str | None = None
+    event_name: str | None = None
+    json: bool = False
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> Arguments:
+    """The command line as the actions give it (a command, then ``--input NAME=VALUE`` pairs) read directly;
+    anything else (help, the other flags, a mistake) by argparse, which is imported only then. Both readings
+    agree wherever the direct one answers: a test holds them to it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    plain = _plain(args)
+    if plain is not None:
+        return plain
+    parsed = _parser().parse_args(args)
+    return Arguments(parsed.command, parsed.input, parsed.event, parsed.event_name, parsed.json)
+
+
+def _plain(args: Sequence[str]) -> Arguments | None:
+    """``COMMAND (--input|-i) NAME=VALUE ...``, each value with a name and not looking like a flag; else None."""
+    if not args or args[0] not in COMMANDS or len(args) % 2 == 0:
+        return None
+    pairs = list(zip(args[1::2], args[2::2], strict=True))
+    if any(flag not in INPUT_FLAGS or not _plain_value(value) for flag, value in pairs):
+        return None
+    return Arguments(args[0], [value for _, value in pairs])
+
+
+def _plain_value(value: str) -> bool:
+    return "=" in value and not value.startswith("-")
+
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse  # ~15 ms with building the parser: only for the command lines the actions never write
+
     parser = argparse.ArgumentParser(
         prog="buildonce",
         description="Build a container image once per commit and let every downstream job use that image.",
@@ -96,7 +140,7 @@ def main(
     ahead: PullAhead | None = None,
 ) -> int:
     """Run one command; ``ahead`` is the pull ``python -m buildonce`` started before the imports, if any."""
-    args = _parser().parse_args(argv)
+    args = parse_arguments(argv)
     environment = dict(os.environ if env is None else env)
     # With --json, stdout carries only the JSON; the readable log goes to stderr.
     console = Console(stream=(sys.stderr if args.json else (stdout or sys.stdout)))

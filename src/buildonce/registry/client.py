@@ -13,13 +13,12 @@ import base64
 import contextlib
 import functools
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from buildonce.docker.config import (
@@ -33,7 +32,6 @@ from buildonce.docker.config import (
     TOKEN_USERNAME as _TOKEN_USERNAME,
 )
 from buildonce.errors import RegistryError
-from buildonce.layout import LayoutBlob, read_layout
 from buildonce.oci import (
     MANIFEST_ACCEPT,
     Manifest,
@@ -47,6 +45,10 @@ from buildonce.references import DIGEST_PATTERN, DOCKER_HUB, ImageName, Referenc
 from buildonce.registry import http as transport
 from buildonce.registry.auth import Challenge, parse_challenge, scope
 from buildonce.registry.http import error_codes, parse_retry_after, registry_said
+
+if TYPE_CHECKING:
+    # Imported where an image is pushed or copied: a consumer only reads manifests and configs.
+    from buildonce.layout import LayoutBlob
 
 SMALL_BLOB = 1 << 20
 """Blobs up to this size are read into memory and sent in one PUT; larger ones are streamed from the file."""
@@ -337,6 +339,8 @@ class Registry:
         """
         if not references:
             raise ValueError("push_layout needs at least one reference")
+        from buildonce.layout import read_layout
+
         image = read_layout(layout)
         by_repository: dict[tuple[str, str], list[Reference]] = {}
         for ref in references:
@@ -359,6 +363,8 @@ class Registry:
         ``targets`` by digest alone: no tag, and never the layout's top-level index. What a repository already
         holds is left as it is; returns how many blobs and manifests were written.
         """
+        from buildonce.layout import read_layout
+
         image = read_layout(layout)
         wanted = set(digests)
         by_digest = {manifest.digest: manifest for manifest in (*image.children, image.top)}
@@ -399,6 +405,10 @@ class Registry:
         self._collect(source, top, manifests, blobs)
         same_registry = normalize_registry(source.registry) == normalize_registry(target.registry)
         scopes: tuple[str, ...] = (scope(target, "pull,push"), scope(source, "pull"))
+        import tempfile
+
+        from buildonce.layout import LayoutBlob
+
         with tempfile.TemporaryDirectory(prefix="buildonce-copy-") as scratch:
             for blob_digest, size in blobs.items():
                 blob = LayoutBlob(blob_digest, size, Path(scratch) / blob_digest.replace(":", "-"))
@@ -424,6 +434,10 @@ class Registry:
         """Store ``data`` as a blob of ``image`` unless the repository has it already; returns its digest."""
         digest = sha256_digest(data)
         scopes: tuple[str, ...] = (scope(image, "pull,push"),)
+        import tempfile
+
+        from buildonce.layout import LayoutBlob
+
         with tempfile.TemporaryDirectory(prefix="buildonce-blob-") as scratch:
             blob = LayoutBlob(digest, len(data), Path(scratch) / "blob")
             blob.path.write_bytes(data)

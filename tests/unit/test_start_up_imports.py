@@ -1,0 +1,46 @@
+"""What a job pays to start: the modules each command's path imports, in a fresh interpreter.
+
+consume runs in every test job of a matrix, so its path imports what it uses and no more: no argument parser
+(the actions' command lines are read directly), no Docker SDK, no retry library before a fault, nothing of
+the build, the artifact or the layouts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+NEVER_ON_CONSUMES_PATH = (
+    "argparse",
+    "docker",
+    "requests",
+    "urllib3",
+    "tenacity",
+    "tarfile",
+    "tempfile",
+    "buildonce.layout",
+    "buildonce.artifact",
+    "buildonce.tarimage",
+    "buildonce.buildkey",
+    "buildonce.docker.buildx",
+    "buildonce.docker.engine",
+    "buildonce.commands.build",
+    "buildonce.commands.sign",
+)
+
+
+def imported_after(code: str) -> set[str]:
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    shown = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    return set(json.loads(shown.stdout.splitlines()[-1]))
+
+
+def test_consumes_path_imports_nothing_it_does_not_use() -> None:
+    modules = imported_after(
+        "from buildonce.cli import parse_arguments\n"
+        "parse_arguments(['consume', '--input', 'defer-artifact=false'])\n"
+        "import buildonce.commands.consume, buildonce.registry.client, buildonce.commands.connect"
+    )
+    assert "buildonce.registry.client" in modules  # the probe itself ran
+    assert sorted(modules & set(NEVER_ON_CONSUMES_PATH)) == []
