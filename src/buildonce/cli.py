@@ -11,7 +11,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -138,8 +138,10 @@ def main(
     stdout: TextIO | None = None,
     *,
     ahead: PullAhead | None = None,
+    loaded: Callable[[], None] | None = None,
 ) -> int:
-    """Run one command; ``ahead`` is the pull ``python -m buildonce`` started before the imports, if any."""
+    """Run one command; ``ahead`` is the pull ``python -m buildonce`` started before the imports, if any, and
+    ``loaded`` is called once the command's module is imported, before it runs."""
     args = parse_arguments(argv)
     environment = dict(os.environ if env is None else env)
     # With --json, stdout carries only the JSON; the readable log goes to stderr.
@@ -159,7 +161,10 @@ def main(
             json=args.json,
             ahead=ahead,
         )
-        COMMANDS[args.command].load()(call)
+        command = COMMANDS[args.command].load()
+        if loaded is not None:
+            loaded()
+        command(call)
     except FatalError as exc:
         console.error(str(exc), title=exc.title)
         # The job's summary page shows it too, where a reader looks first; the outputs stay unwritten.

@@ -6,9 +6,20 @@ the build, the artifact or the layouts."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import io
 import json
 import subprocess
 import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import buildonce.__main__
+from buildonce import cli
+from buildonce.commands import COMMANDS
 
 NEVER_ON_CONSUMES_PATH = (
     "argparse",
@@ -44,3 +55,24 @@ def test_consumes_path_imports_nothing_it_does_not_use() -> None:
     )
     assert "buildonce.registry.client" in modules  # the probe itself ran
     assert sorted(modules & set(NEVER_ON_CONSUMES_PATH)) == []
+
+
+def test_the_collector_is_off_while_importing_and_on_while_the_command_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[bool] = []
+    module = types.ModuleType("probe_command")
+    module.run = lambda call: seen.append(gc.isenabled())  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "probe_command", module)
+    probe = dataclasses.replace(COMMANDS["plan"], entry="probe_command:run")
+    monkeypatch.setitem(COMMANDS, "plan", probe)
+    env = {"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+    was = gc.isenabled()
+    gc.disable()  # as buildonce.__main__ starts
+    try:
+        assert cli.main(["plan"], env=env, stdout=io.StringIO(), loaded=buildonce.__main__._collect_from_here) == 0
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()
+    assert seen == [True]
