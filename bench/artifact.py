@@ -86,7 +86,7 @@ def save_child(directory: str, compression: str, references: list[str]) -> int:
     """Save the references as buildonce's build does, print what it took as JSON; with no references, only
     import and connect (the floor of the memory measurement)."""
     from buildonce.artifact import write_artifact
-    from buildonce.commands.build import SAVE_CHUNK
+    from buildonce.commands.build_job import SAVE_CHUNK
     from buildonce.compression import Compression
     from buildonce.docker.engine import Engine
 

@@ -8,8 +8,8 @@ import io
 import json
 import threading
 import time
-from concurrent.futures import Future
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,10 +20,11 @@ import buildonce.cli as buildonce_cli
 from buildonce.buildkey import lookup_tag
 from buildonce.cli import main
 from buildonce.commands import Invocation
-from buildonce.commands.build import BuildJob, _before_build, _record_key_and_finish, _stop_unless_needed, prepare
+from buildonce.commands.build import Beside, _stop_unless_needed
+from buildonce.commands.build_job import BuildJob, before_build, prepare, record_key_and_finish
+from buildonce.commands.origin import origin_of
 from buildonce.commands.promote import Keyed
 from buildonce.commands.publish import Existing
-from buildonce.commands.sign import origin_of
 from buildonce.docker.buildx import BuildOutcome, Output, Stopper
 from buildonce.docker.config import Login
 from buildonce.docker.engine import Engine, LocalImage
@@ -218,18 +219,22 @@ def test_preparing_logs_in_and_finds_this_commits_image_which_stops_the_build() 
     assert engine.logins == ["registry.test"]
     assert prepared.existing == Existing(built.digest, {REVISION: SHA})
     for rebuild, stopped in ((False, True), (True, False)):
-        done: Future[BuildJob] = Future()
-        done.set_result(prepared)
         stopper = Stopper()
-        _stop_unless_needed(done, stopper, rebuild)
+        beside = Beside(lambda: prepared, partial(_stop_unless_needed, stopper=stopper, rebuild=rebuild))
+        beside.start()
+        assert beside.result() is prepared
         assert stopper.stopped is stopped
 
 
 def test_a_failed_preparation_stops_the_build() -> None:
-    done: Future[BuildJob] = Future()
-    done.set_exception(ImmutableTagError("taken"))
+    def refused() -> BuildJob:
+        raise ImmutableTagError("taken")
+
     stopper = Stopper()
-    _stop_unless_needed(done, stopper, rebuild=False)
+    beside = Beside(refused, lambda done: _stop_unless_needed(done, stopper, rebuild=False))
+    beside.start()
+    with pytest.raises(ImmutableTagError, match="taken"):
+        beside.result()
     assert stopper.stopped
 
 
@@ -345,7 +350,7 @@ def test_before_a_build_the_tags_and_the_key_are_looked_up_and_the_engine_left_a
     engine = FakeEngine(registry)
     options, plan = keyed_inputs()
     policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
-    job, found = _before_build(
+    job, found = before_build(
         {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=engine, registry=registry
     )
     assert found is None  # nothing to reuse: the image is built
@@ -361,7 +366,7 @@ def test_before_a_build_a_tag_taken_by_another_commit_fails_before_the_key_is_lo
     options, plan = keyed_inputs()
     policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
     with pytest.raises(ImmutableTagError, match=f"built from {OTHER}"):
-        _before_build(
+        before_build(
             {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=FakeEngine(registry), registry=registry
         )
     assert registry.looked_up[0] == "sha-0123456"
@@ -374,7 +379,7 @@ def test_before_a_build_this_commits_image_is_reused_whatever_the_key_found() ->
     registry.tags[(IMAGE, "sha-0123456")] = registry.store(built, SHA)
     options, plan = keyed_inputs(load="false")
     policy = RetryPolicy(attempts=1, wait_seconds=0, sleep=lambda _: None)
-    _, found = _before_build(
+    _, found = before_build(
         {}, options, plan, Console(io.StringIO()), policy, key=KEY, engine=FakeEngine(registry), registry=registry
     )
     assert found is not None
@@ -465,7 +470,7 @@ def test_nothing_reads_the_image_while_its_build_key_is_recorded(tmp_path: Path)
     origin = origin_of(context, SHA, build_job.options.plan.label_namespace)
     report = BuildReport(plan=build_job.plan, digest=built.digest, pushed=True)
     keyed = Keyed(Reuse.CONTENT, build_job.options, build_job.plan, "b" * 64)
-    _record_key_and_finish(call, report, keyed, build_job, origin)
+    record_key_and_finish(call, report, keyed, build_job, origin)
     # The lookup tag was put, the artifact then read the pushed manifest: one after the other, never torn.
     assert lookup_tag("b" * 64) in registry.puts
     assert registry.torn == []

@@ -57,6 +57,30 @@ def test_consumes_path_imports_nothing_it_does_not_use() -> None:
     assert sorted(modules & set(NEVER_ON_CONSUMES_PATH)) == []
 
 
+NOT_BEFORE_BUILDX = (
+    "argparse",
+    "concurrent.futures",
+    "docker",
+    "tenacity",
+    "buildonce.commands.build_job",
+    "buildonce.commands.publish",
+    "buildonce.commands.sign",
+    "buildonce.docker.cosign",
+    "buildonce.docker.engine",
+    "buildonce.layout",
+    "buildonce.registry.client",
+    "buildonce.report",
+)
+
+
+def test_a_builds_path_to_buildx_leaves_what_runs_beside_and_after_it_to_the_preparing_thread() -> None:
+    modules = imported_after(
+        "from buildonce.cli import parse_arguments\nparse_arguments(['build'])\nimport buildonce.commands.build"
+    )
+    assert "buildonce.commands.build" in modules
+    assert sorted(modules & set(NOT_BEFORE_BUILDX)) == []
+
+
 def test_the_collector_is_off_while_importing_and_on_while_the_command_runs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -8,23 +8,20 @@ check is stopped), the build runs exactly once, then push and verify retry only 
 from __future__ import annotations
 
 import tempfile
-import time
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildonce.commands import Invocation, promote
-from buildonce.commands.connect import open_registry, retry_policy
-from buildonce.commands.publish import Existing, Publisher, TwinPushedError, commit_of, run_all
-from buildonce.commands.sign import Origin, Signed, check_before_build, origin_of, sign_published
+from buildonce.commands.connect import retry_policy
+from buildonce.commands.origin import Origin, check_before_build, origin_of
 from buildonce.docker.buildx import (
     Builder,
-    BuildOutcome,
     Output,
     Stopper,
     build_command,
@@ -36,26 +33,17 @@ from buildonce.docker.buildx import (
     run_build as run_buildx,
 )
 from buildonce.docker.config import docker_config_with_login
-from buildonce.docker.ondemand import EngineOnDemand
-from buildonce.errors import FatalError, InputError, VerificationError
-from buildonce.github.workflow import Console
-from buildonce.labels import Keys, annotations_for
-from buildonce.layout import layout_size, layout_tar
+from buildonce.errors import FatalError, InputError
 from buildonce.options import BuildOptions, Distribute, PushVia, build_options
 from buildonce.plan import Plan, describe, make_plan
-from buildonce.references import Reference
-from buildonce.report import BuildReport
-from buildonce.retry import RetryPolicy
 from buildonce.signing import default_provenance
 
 if TYPE_CHECKING:
-    # Imported for real inside prepare(), in a thread beside the build: the SDK alone takes 100 ms to load.
-    from buildonce.artifact import Artifact
-    from buildonce.commands.seams import EngineAPI, RegistryAPI
-    from buildonce.docker.engine import LocalImage
+    # What runs beside and after buildx is imported in the thread that prepares it (see build_job).
+    from buildonce.commands.build_job import BuildJob
     from buildonce.github.context import Context
-
-SAVE_CHUNK = 1 << 20
+    from buildonce.github.workflow import Console
+    from buildonce.retry import RetryPolicy
 
 
 def _planned(call: Invocation, options: BuildOptions) -> tuple[Context, Plan, int | None]:
@@ -98,31 +86,35 @@ def run(call: Invocation) -> None:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
         scratch = Path(stack.enter_context(temp))
         early: BuildJob | None = None
-        found: BuildReport | None = None
+        connect_early: Callable[[], object] = _nothing
         if keyed.looks_up:
             # The engine is connected and logged in beside the build (a refused login stops it, as below), or
             # for a reused image's pull: the SDK's import and the engine's login are no longer paid before
             # buildx starts. The look-ups made here use the same login.
+            from buildonce.commands.build_job import before_build, finish
+            from buildonce.commands.connect import open_registry
+            from buildonce.docker.ondemand import EngineOnDemand
+
             engine = EngineOnDemand(call.env, login=options.login)
             registry = open_registry(options.login, call.env, policy)
-            early, found = _before_build(
+            connect_early = engine.connect
+            early, found = before_build(
                 call.env, options, plan, console, policy, key=key or "", engine=engine, registry=registry
             )
             stack.callback(early.close)
-        if found is not None and early is not None:
-            _finish(call, found, early, options, origin)
-            return
+            if found is not None:
+                finish(call, found, early, options, origin)
+                return
         # The engine, the login and the immutable-tag check run beside the build rather than before it:
         # they cost a registry round trip or two (and the SDK's import), the build rarely less. If the
         # check finds the tag taken, or already holding this commit's image, the build is stopped.
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare"))
-        prepared: Future[BuildJob] = Future()
-        if early is None:
-            prepared = pool.submit(prepare, call.env, options, plan, console, policy)
-        else:
-            prepared = pool.submit(lambda job: (engine.connect(), job)[1], early)  # beside the build, as above
         stopper = Stopper()
-        prepared.add_done_callback(lambda done: _stop_unless_needed(done, stopper, options.rebuild))
+        prepared = Beside(
+            partial(_prepare, call.env, options, plan, console, policy, early=early, connect_early=connect_early),
+            lambda done: _stop_unless_needed(done, stopper, options.rebuild),
+        )
+        stack.callback(prepared.join)
+        prepared.start()
         build_env = stack.enter_context(docker_config_with_login(call.env, options.login))
         command = build_command(
             options,
@@ -143,32 +135,12 @@ def run(call: Invocation) -> None:
         job = prepared.result()
         if early is None:
             stack.callback(job.close)
+        from buildonce.commands.build_job import record_key_and_finish  # imported beside the build already
+
         # A build that finished before the check is thrown away just the same: one image per commit.
         existing = None if options.rebuild else job.existing
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
-        _record_key_and_finish(call, report, keyed, job, origin)
-
-
-def _before_build(
-    env: Mapping[str, str],
-    options: BuildOptions,
-    plan: Plan,
-    console: Console,
-    policy: RetryPolicy,
-    *,
-    key: str,
-    engine: EngineAPI,
-    registry: RegistryAPI,
-) -> tuple[BuildJob, BuildReport | None]:
-    """The immutable tags, then the build key, looked up before buildx starts: the job, and what it reuses or
-    promotes (None when the image must be built). One after the other, over one warm connection: asked at once,
-    the second on a connection of its own cost more (its TLS set-up) than the round trip it saved."""
-    job = prepare(env, options, plan, console, policy, connect=lambda: (engine, registry), log_in=False)
-    try:
-        return job, promote.without_build(job, key)
-    except BaseException:
-        job.close()
-        raise
+        record_key_and_finish(call, report, keyed, job, origin)
 
 
 def _with_signing(call: Invocation, options: BuildOptions, context: Context, plan: Plan) -> tuple[BuildOptions, Origin]:
@@ -181,95 +153,67 @@ def _with_signing(call: Invocation, options: BuildOptions, context: Context, pla
     return options, origin
 
 
-def _record_key_and_finish(
-    call: Invocation, report: BuildReport, keyed: promote.Keyed, job: BuildJob, origin: Origin
-) -> None:
-    """Record the build key, then save the artifact, sign and write the outputs.
-
-    One after the other: a registry on a filesystem (Distribution's own driver) rewrites the manifest's links
-    in place on every put, and a read of that manifest meanwhile (the artifact's copy of it, the signer's)
-    is answered with an HTTP 500. The put is a round trip or two; a retried read costs a second.
-    """
-    _record_key(report, keyed, job)
-    _finish(call, report, job, job.options, origin)
-
-
-def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> None:
-    """Say why the image was built, and record its build key: the label is in the image, and a built image
-    gets the key's lookup tag in each repository (a reused one has it from its own build)."""
-    if not report.reused:
-        report.notes.append(keyed.why_built())
-    if keyed.key:
-        report.build_key = keyed.key
-        if report.digest and not report.reused:
-            promote.record_key(job.registry, job.policy, job.plan.images, report.digest, keyed.key)
-
-
-def _finish(
-    call: Invocation,
-    report: BuildReport,
-    job: BuildJob,
-    options: BuildOptions,
-    origin: Origin,
-) -> None:
-    """Save the artifact, sign what was published (built, reused or promoted alike), write the outputs."""
-    if report.plan.artifact.value:
-        report.artifact = job.save_artifact(_artifact_dir(options, call.env))
-        call.console.info(f"Saved {report.artifact.path} (sha256 {report.artifact.sha256})")
-    signed = _sign(call, options, origin, job, report)
-    call.console.info(f"digest: {report.digest or '(not pushed)'}")
-    call.finish({**report.outputs(), **signed.outputs()}, report.summary() + signed.summary_line() + "\n")
-
-
-def _sign(call: Invocation, options: BuildOptions, origin: Origin, job: BuildJob, report: BuildReport) -> Signed:
-    """Hand the published digest (and the artifact) to the signing step, over the job's registry session."""
-    return sign_published(
-        call.env,
-        call.console,
-        job.policy,
-        job.registry,
-        options=options.sign,
-        origin=origin,
-        digest=report.digest if report.pushed else "",
-        images=list(dict.fromkeys(ref.image for ref in report.plan.references)),
-        artifact=report.artifact.path if report.artifact else None,
-        login=options.login,
-    )
-
-
-def prepare(
+def _prepare(
     env: Mapping[str, str],
     options: BuildOptions,
     plan: Plan,
     console: Console,
     policy: RetryPolicy,
     *,
-    connect: Callable[[], tuple[EngineAPI, RegistryAPI]] | None = None,
-    log_in: bool = True,
+    early: BuildJob | None,
+    connect_early: Callable[[], object],
 ) -> BuildJob:
-    """Connect to the engine and the registry (``connect``, for the tests), log in (unless the engine does
-    it itself when connected), and look at the immutable tags (when pushing)."""
-    if connect is None:
-        from buildonce.docker.engine import Engine
+    """In the thread beside buildx: import what publishes the image, then connect and check the tags (or, when
+    they were checked before the build, ``connect_early`` connects the engine of the ``early`` job)."""
+    from buildonce.commands.build_job import prepare
 
-        engine: EngineAPI = Engine.connect(env)
-        registry: RegistryAPI = open_registry(options.login, env, policy)
-    else:
-        engine, registry = connect()
-    login = options.login
-    job = BuildJob(plan, options, console, engine, registry, policy, Keys(options.plan.label_namespace))
-    if login and log_in:
-        engine.login(login)
-    if plan.push.value:
-        job.existing = job.check_immutable_tags()
-    return job
+    if early is None:
+        return prepare(env, options, plan, console, policy)
+    connect_early()
+    return early
 
 
-def _stop_unless_needed(prepared: Future[BuildJob], stopper: Stopper, rebuild: bool) -> None:
-    if prepared.exception() is not None:
+def _nothing() -> None:
+    return None
+
+
+class Beside:
+    """One call run in a thread of its own beside the build; ``then`` gets it in that thread when it ends."""
+
+    def __init__(self, work: Callable[[], BuildJob], then: Callable[[Beside], None]) -> None:
+        self.job: BuildJob | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work, then), name="prepare")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def result(self) -> BuildJob:
+        """The job, once prepared; the preparation's own exception when it failed."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+        if self.job is None:
+            raise RuntimeError("the preparation beside the build never ran")
+        return self.job
+
+    def _run(self, work: Callable[[], BuildJob], then: Callable[[Beside], None]) -> None:
+        try:
+            self.job = work()
+        except BaseException as exc:  # raised again by result(), in the thread that asks
+            self.error = exc
+        then(self)
+
+
+def _stop_unless_needed(prepared: Beside, stopper: Stopper, rebuild: bool) -> None:
+    if prepared.error is not None:
         stopper.stop()
         return
-    if prepared.result().existing is not None and not rebuild:
+    if prepared.job is not None and prepared.job.existing is not None and not rebuild:
         stopper.stop()
 
 
@@ -314,237 +258,3 @@ def choose_output(push_via: PushVia, builder: Builder, containerd_store: Callabl
             )
         return Output.ENGINE
     return Output.ENGINE if engine_can else Output.LAYOUT
-
-
-def _size(local: LocalImage | None) -> int:
-    return local.size if local else 0
-
-
-def _artifact_dir(options: BuildOptions, env: Mapping[str, str]) -> Path:
-    if options.artifact_dir:
-        return Path(options.artifact_dir)
-    return Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "buildonce-artifacts"
-
-
-@dataclass
-class BuildJob:
-    """What the build made, pushed and handed to the publishing step, then loaded or saved where asked."""
-
-    plan: Plan
-    options: BuildOptions
-    console: Console
-    engine: EngineAPI
-    registry: RegistryAPI
-    policy: RetryPolicy
-    keys: Keys
-    existing: Existing | None = None
-    publisher: Publisher = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.publisher = Publisher.for_plan(
-            self.plan,
-            self.console,
-            self.registry,
-            self.policy,
-            self.keys,
-            allow_overwrite=self.options.allow_overwrite,
-            rebuild=self.options.rebuild,
-        )
-
-    def close(self) -> None:
-        self.registry.close()
-        self.engine.close()
-
-    def check_immutable_tags(self) -> Existing | None:
-        return self.publisher.check_immutable_tags()
-
-    # --- the two ways to a pushed image ----------------------------------------------------------
-    def reuse(self, existing: Existing, why: str = "") -> BuildReport:
-        """Report the image the immutable tags already hold, adding this run's other tags to it.
-
-        Every immutable reference holds that very digest (one in each repository), so the other tags are
-        added by putting its manifest under them, registry-side: nothing goes through the engine, which
-        could only fetch its own platform of a multi-platform image. The engine pulls it only to load it.
-        """
-        digest = existing.digest
-        # The outputs describe the image that is reported, whose labels (created, version…) are those of
-        # the run that built it, not those this run would have given it.
-        plan = replace(self.plan, labels=existing.labels, annotations=tuple(annotations_for(existing.labels)))
-        self.console.notice(
-            why
-            or f"{plan.immutable_tag} already holds {digest}, built from {plan.subject.sha[:12]}: the build is "
-            "skipped and that image is reported. Set rebuild: true to build it again.",
-            title="Image reused",
-        )
-        report = BuildReport(plan=plan, digest=digest, pushed=True, reused=True)
-        started = time.monotonic()
-        self.publisher.put_where_missing(digest)
-        report.push_seconds = time.monotonic() - started
-        self.publisher.verify(digest)
-        report.size = self.load_pushed(digest)
-        report.notes.append(why or f"Build skipped: {plan.immutable_tag} already held this commit's image.")
-        report.attempts = self.policy.most_attempts
-        return report
-
-    def load_pushed(self, digest: str) -> int:
-        """Pull an image the registry serves under the plan's references into the engine when the plan loads
-        it, under every reference; its size there (0 when not loaded)."""
-        if not self.plan.load.value:
-            return 0
-        own = self.publisher.own_references()[0]
-        self.policy.call_timed(
-            lambda timeout: self.engine.pull(own.image, digest, timeout), f"pull {own.image}@{digest}"
-        )
-        source = own.image.with_digest(digest)
-        run_all(lambda ref: self.engine.tag(source, ref), self.plan.references)
-        local = self.engine.inspect(source)
-        return local.size if local else 0
-
-    def push(self, output: Output, outcome: BuildOutcome | None, scratch: Path) -> BuildReport:
-        """Hand what the build made to the publishing step, and load it where asked."""
-        if outcome is None:
-            raise RuntimeError("the build was stopped but there is no image to reuse")
-        if output is Output.LAYOUT:
-            return self._publish(output, outcome, scratch, lambda: layout_size(scratch / "layout"))
-        # The engine reads the image's size from its store while it pushes the image: asked beside the push
-        # (by the immutable name, which only this commit's builds give), it costs the run nothing.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect") as pool:
-            local = pool.submit(self.engine.inspect, str(self.publisher.own_references()[0]))
-            return self._publish(output, outcome, scratch, lambda: _size(local.result()))
-
-    def _publish(self, output: Output, outcome: BuildOutcome, scratch: Path, size: Callable[[], int]) -> BuildReport:
-        plan = self.plan
-        layout = scratch / "layout"
-        report = BuildReport(
-            plan=plan,
-            imageid=outcome.imageid,
-            metadata=outcome.metadata,
-            build_seconds=outcome.seconds,
-        )
-        self.console.info(f"Built {outcome.digest} in {outcome.seconds:.1f} s ({output.value} output)")
-        if plan.push.value:
-            if output is Output.ENGINE:
-                upload = partial(self._push_engine, outcome)
-            else:
-                upload = partial(self._push_layout, layout, outcome)
-            published = self.publisher.publish(upload)
-            if isinstance(published, Existing):
-                reused = self.reuse(published)
-                reused.build_seconds = outcome.seconds
-                return reused
-            report.digest = published.digest
-            report.push_seconds = published.seconds
-            report.pushed = True
-        report.size = size()
-        if plan.load.value:
-            if output is Output.LAYOUT:
-                self._load_layout(layout, report.digest or outcome.digest)
-            else:
-                self._name_locally(outcome)
-        report.attempts = self.policy.most_attempts if plan.push.value else 0
-        return report
-
-    # --- uploads ---------------------------------------------------------------------------------
-    def _push_engine(self, outcome: BuildOutcome) -> str:
-        """Push the image through the engine by its immutable name in each repository, then put that same
-        manifest under the other tags, registry-side.
-
-        Only the immutable name is ever pushed by the engine: a mutable one (``latest``, ``nightly``, a
-        version) can be moved to another build's image by a build running on the same engine between this
-        build's end and its push. What the engine pushed must be what this build made, or the run fails.
-        """
-        digests: dict[Reference, str] = {}
-
-        def push_repository(ref: Reference) -> None:
-            digest = self.policy.call_timed(partial(self.engine.push, ref), f"push {ref}")
-            self._check_built(ref, digest, outcome)
-            digests[ref] = digest
-            self.console.info(f"Pushed {ref} ({digest})")
-
-        with self.console.group(f"Push: {len(self.plan.references)} reference(s)"):
-            run_all(push_repository, self.publisher.own_references())
-            distinct = set(digests.values())
-            if len(distinct) != 1:
-                listing = ", ".join(f"{ref} → {digest}" for ref, digest in digests.items())
-                raise VerificationError(f"the pushed references got different digests: {listing}")
-            digest = distinct.pop()
-            self.publisher.tag_in_registry([ref for ref in self.plan.references if ref not in digests], digest)
-        return digest
-
-    def _name_locally(self, outcome: BuildOutcome) -> None:
-        """Give the loaded image the plan's other names, by the id of what this build made."""
-        own = set(self.publisher.own_references())
-        source = outcome.imageid or str(self.publisher.own_references()[0])
-        # Several at once: a busy engine with the containerd store can take half a second over each name.
-        run_all(lambda ref: self.engine.tag(source, ref), [ref for ref in self.plan.references if ref not in own])
-
-    def _check_built(self, ref: Reference, pushed: str, outcome: BuildOutcome) -> None:
-        """Fail unless the engine pushed the image this build made (not one another build named the same).
-
-        Only another build of this same commit uses this name. When its image is what was pushed, the tag
-        holds this commit's image all the same, and that image is reported, as if it had been found there.
-        """
-        if pushed == outcome.digest:
-            # The very manifest (or index) the build wrote, as the containerd store pushes it: proof enough,
-            # without asking the engine which store it has.
-            return
-        if not self.engine.containerd_store:
-            # The classic store writes a new manifest at push time; its config is the image the build made.
-            manifest, _ = self.policy.call(partial(self.registry.get_manifest, ref.image, pushed), f"read {ref}")
-            config = manifest.json().get("config") if manifest is not None else None
-            if isinstance(config, dict) and config.get("digest") == (outcome.imageid or outcome.digest):
-                return
-        labels = self.publisher.labels_of(ref, pushed)
-        if commit_of(self.plan.subject, labels, self.keys) == self.plan.subject.sha:
-            self.console.warning(
-                f"another build of {self.plan.subject.sha[:12]} named its image {ref} on this engine at the same "
-                f"time, and the engine pushed that one ({pushed}); it is reported in place of this build's."
-            )
-            raise TwinPushedError(Existing(pushed, labels))
-        raise VerificationError(
-            f"the engine pushed {pushed} as {ref}, which is not the image this build made ({outcome.digest}) "
-            "nor another build of this commit: something else named an image "
-            f"{ref} on this engine in between. Nothing else was tagged."
-        )
-
-    def _push_layout(self, layout: Path, outcome: BuildOutcome) -> str:
-        """Push the build's own OCI layout (a directory no other build writes), immutable tags first."""
-        own = self.publisher.own_references()
-        ordered = [*own, *(r for r in self.plan.references if r.tag != self.plan.immutable_tag)]
-        digest, _ = self.policy.call(lambda: self.registry.push_layout(layout, ordered), "push")
-        if outcome.digest and digest != outcome.digest:
-            raise VerificationError(f"the layout holds {digest}, but the build reported {outcome.digest}.")
-        return digest
-
-    # --- local copies ----------------------------------------------------------------------------
-    def _load_layout(self, layout: Path, digest: str) -> None:
-        with self.console.group("Load into the engine"):
-            loaded = self.engine.load(layout_tar(layout))
-            source = loaded[-1] if loaded else digest
-            run_all(lambda ref: self.engine.tag(source, ref), self.plan.references)
-            self.console.info(f"Loaded {source} as {len(self.plan.references)} reference(s)")
-
-    def save_artifact(self, directory: Path) -> Artifact:
-        from buildonce.artifact import pushed_manifests, write_artifact
-
-        names = [str(ref) for ref in self.plan.references]
-        manifests: list[bytes] = []
-        if self.plan.push.value:
-            # The tar of the classic store holds the config but no registry manifest: the pushed one goes in,
-            # in its exact bytes, so that consume can prove a pinned digest from the artifact alone. It is read
-            # by the immutable tag, which no other commit's build can move as it could a shared one.
-            first = (*self.plan.immutable_references, *self.plan.references)[0]
-            manifests = pushed_manifests(
-                lambda ref: self.policy.call(
-                    partial(self.registry.get_manifest, first.image, ref), f"read the manifest {ref} of {first.image}"
-                )[0],
-                first.tag,
-            )
-        with self.console.group("Artifact: docker save"):
-            return write_artifact(
-                self.engine.save(names, SAVE_CHUNK),
-                directory,
-                self.plan.artifact_name,
-                self.options.compression,
-                manifests=manifests,
-            )

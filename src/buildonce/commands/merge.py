@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
+from buildonce.commands.origin import check_before_build, origin_of
 from buildonce.commands.publish import Existing, Publisher, commit_of, run_all
 from buildonce.commands.seams import RegistryAPI
-from buildonce.commands.sign import check_before_build, origin_of, sign_published
+from buildonce.commands.sign import sign_published
 from buildonce.errors import InputError, RegistryError, VerificationError
 from buildonce.labels import Keys, annotations_for
 from buildonce.legs import Leg, MergePlan, config_platform, index_annotations, leg_of_index, parse_legs, plan_merge

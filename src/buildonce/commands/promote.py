@@ -26,18 +26,15 @@ from buildonce.buildkey import (
     promoted_labels,
     reuse_for,
 )
-from buildonce.commands.publish import Existing, commit_of
 from buildonce.docker.buildx import is_remote_context
 from buildonce.errors import RegistryError, VerificationError
 from buildonce.git.worktree import NoIds, content_ids
-from buildonce.labels import Keys, annotations_for
+from buildonce.labels import Keys
 from buildonce.oci import Manifest, is_attestation, json_object
 from buildonce.options import Reuse
 from buildonce.references import ImageName
-from buildonce.report import BuildReport
 
 if TYPE_CHECKING:
-    from buildonce.commands.build import BuildJob
     from buildonce.github.workflow import Console
     from buildonce.options import BuildOptions
     from buildonce.plan import Plan
@@ -296,56 +293,3 @@ class _Writer:
             raise VerificationError(f"{self.repository.registry} stored {manifest.digest} as {stored}.")
         self.uploaded += len(manifest.raw)
         return manifest
-
-
-# --- the step before a build ----------------------------------------------------------------------------------
-
-
-def without_build(job: BuildJob, key: str) -> BuildReport | None:
-    """This commit's image, found under its immutable tags or by its key, or an image of another commit with
-    the same key, promoted; None when there is nothing to reuse and the image must be built."""
-    if job.existing is not None:
-        report = job.reuse(job.existing)
-        report.build_key = key
-        return report
-    plan, keys, registry = job.plan, job.keys, job.registry
-    found = lookup(registry, job.policy, plan.images, key, keys)
-    if found is None:
-        return None
-    built_from = commit_of(plan.subject, found.labels, keys)
-    if built_from == plan.subject.sha:
-        why = (
-            f"{found.image.with_digest(found.digest)} was built from this very commit and has the same build key "
-            f"({key[:12]}): it is reused as it is, nothing is built."
-        )
-        report = job.reuse(Existing(found.digest, found.labels), why=why)
-        report.build_key = key
-        return report
-    job.console.info(
-        f"{found.image.with_tag(lookup_tag(key))} is {found.digest}, built from {built_from or 'another commit'} "
-        f"with this build's key: promoting it to {plan.subject.sha[:12]}."
-    )
-    promoted = promote_image(registry, job.policy, found, plan.labels, keys)
-    published = job.publisher.publish(promoted.digest)
-    if isinstance(published, Existing):
-        report = job.reuse(published)
-        report.build_key = key
-        return report
-    labels = dict(sorted(promoted.labels.items()))
-    shown = replace(plan, labels=labels, annotations=tuple(annotations_for(labels, plan.annotations)))
-    report = BuildReport(plan=shown, digest=published.digest, pushed=True, promoted_from=found.digest, build_key=key)
-    report.push_seconds = published.seconds
-    job.console.notice(
-        f"Promoted {found.digest} (built from {built_from or 'another commit'}, same build key {key[:12]}) to "
-        f"{plan.subject.sha[:12]} as {published.digest}: same layers, this commit's labels, nothing built.",
-        title="Image promoted",
-    )
-    report.notes.append(
-        f"Promoted, not built: {found.digest}, built from {built_from or 'another commit'}, has this build's key "
-        f"{key[:12]}; {promoted.uploaded} bytes of config and manifests were written, no layer."
-        + (f" Its {promoted.dropped} attestation(s) were left out." if promoted.dropped else "")
-    )
-    report.size = job.load_pushed(published.digest)
-    report.attempts = job.policy.most_attempts
-    record_key(registry, job.policy, plan.images, published.digest, key)
-    return report

@@ -18,13 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from buildonce.commands.origin import OIDC_VARIABLE, Origin
 from buildonce.docker.cosign import Cosign
 from buildonce.errors import InputError, RegistryError, SignatureError, SigningError, VerificationError
 from buildonce.oci import is_attestation, select_manifest
-from buildonce.plan import foreign_code
 from buildonce.signing import (
     PREDICATE_TYPES,
-    Decision,
     Identity,
     SignatureCheck,
     SignatureFormat,
@@ -46,7 +45,6 @@ from buildonce.signing import (
 if TYPE_CHECKING:
     from buildonce.docker.config import Login
     from buildonce.docker.cosign import Result
-    from buildonce.github.context import Context
     from buildonce.github.workflow import Console
     from buildonce.oci import Manifest
     from buildonce.references import ImageName
@@ -56,7 +54,6 @@ COSIGN_TIMEOUT = 300.0
 ATTESTATION_OF = "vnd.docker.reference.digest"
 PREDICATE_OF_LAYER = "in-toto.io/predicate-type"
 BUNDLE_SUFFIX = ".sigstore.json"
-OIDC_VARIABLE = "ACTIONS_ID_TOKEN_REQUEST_URL"
 
 
 class CosignAPI(Protocol):
@@ -412,27 +409,6 @@ def sign_blob(cosign: CosignAPI, path: Path, signer: Identity, *, tlog: bool) ->
 # --- the step as build (and merge) call it ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where the image comes from, as the signature's annotations and a keyless identity name it."""
-
-    sha: str
-    """The commit the image was built from: what a re-run's signature must name."""
-    server_url: str
-    repository: str
-    run_id: str
-    workflow_sha: str
-    """``GITHUB_SHA``, which a keyless certificate names (for a pull request, its merge commit)."""
-    fork: bool
-    namespace: str
-
-    @property
-    def run_url(self) -> str:
-        if not (self.repository and self.run_id):
-            return ""
-        return f"{self.server_url.rstrip('/')}/{self.repository}/actions/runs/{self.run_id}"
-
-
 def signer_of(options: SignOptions, origin: Origin, keyless: bool) -> Identity:
     if not keyless:
         return Identity(key=options.key)
@@ -484,31 +460,6 @@ def sign_published(
             console.info(f"Signed the artifact: {bundle}")
     result.subject_name = subject
     return result
-
-
-def origin_of(context: Context, sha: str, namespace: str) -> Origin:
-    return Origin(
-        sha=sha,
-        server_url=context.server_url,
-        repository=context.repository.full_name,
-        run_id=context.run_id,
-        workflow_sha=context.sha,
-        fork=bool(foreign_code(context)),
-        namespace=namespace,
-    )
-
-
-def check_before_build(
-    options: SignOptions, origin: Origin, env: Mapping[str, str], console: Console, *, pushing: bool
-) -> Decision:
-    """Mask the key's password, and refuse signing that cannot work (settings that contradict each other, no
-    cosign) before anything is built or pushed."""
-    if env.get("COSIGN_PASSWORD"):
-        console.mask(env["COSIGN_PASSWORD"])
-    decision = decide(options, pushed=pushing, fork=origin.fork, oidc=bool(env.get(OIDC_VARIABLE)))
-    if decision.sign:
-        Cosign.find(env)
-    return decision
 
 
 def digests_to_verify(
