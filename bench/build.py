@@ -2,7 +2,7 @@
 
 Three measurements, each against a baseline run interleaved with it:
 
-a) overhead: a trivial FROM scratch build with a warm cache (goal: under 250 ms added to the median of raw
+a) overhead: a trivial FROM scratch build with a warm cache (goal: at most 60 ms added to the median of raw
    buildx; also from a git work tree, as a checkout is, where the build key is looked up before buildx), and
    a build whose RUN step sleeps 10 s with a cache-busting build-arg, so that it really runs every time (goal:
    at most 1.05x raw buildx);
@@ -66,6 +66,8 @@ from faultproxy import FaultProxy, Status
 from registry_server import RegistryServer
 
 SLEEP_SECONDS = 10
+ADDED_GOAL = 0.060
+"""Seconds buildonce may add to raw buildx on the trivial build: Python's start and the plan, the tag check beside."""
 RETRY_WAIT_SECONDS = 1.0
 EXTRA_TAGS = ("edge", "stable", "nightly", "candidate")
 BUILD_GROUP = "::group::Build: docker buildx build"
@@ -299,7 +301,7 @@ def overhead(bench: Bench, registry: str, counts: Counts) -> tuple[float, float]
     base = median(samples[variants[0][0]])
     print(table(STATS_HEADERS, [stats_row(name, samples[name], base, ms) for name, _ in variants]))
     added = median(samples["buildonce build"]) - base
-    print(f"added by buildonce: {ms(added)} (goal < 250 ms)")
+    print(f"added by buildonce: {ms(added)} (goal ≤ {ms(ADDED_GOAL)})")
     print(phase_table(bench.runs["trivial"][counts.warmup :]))
     print("in a git work tree (the key looked up before buildx)")
     print(phase_table(bench.runs["trivial+key"][counts.warmup :]))
@@ -538,7 +540,8 @@ def measure(counts: Counts, only: str = "") -> None:
         if only == "a":
             added, slow_ratio = overhead(bench, servers[0].address, counts)
             print(
-                f"\nRESULT build (section a only): trivial build +{ms(added)} over raw buildx --push; "
+                f"\nRESULT build (section a only): trivial build +{ms(added)} over raw buildx --push "
+                f"(goal ≤ {ms(ADDED_GOAL)}); "
                 f"{SLEEP_SECONDS} s build {slow_ratio:.3f}x raw"
             )
             return
@@ -556,7 +559,7 @@ def measure(counts: Counts, only: str = "") -> None:
         tidy(bench)
         fan = fanout(bench, [servers[0], servers[2]], counts)
         print(
-            f"\nRESULT build: trivial build +{ms(added)} over raw buildx --push (goal < 250 ms); "
+            f"\nRESULT build: trivial build +{ms(added)} over raw buildx --push (goal ≤ {ms(ADDED_GOAL)}); "
             f"{SLEEP_SECONDS} s build {slow_ratio:.3f}x raw (goal ≤ 1.05x); "
             f"one 503: buildonce +{secs(faulted.push_extra)} in the push step (+{secs(faulted.extra)} whole run) "
             f"= {faulted.push_extra / faulted.expected:.2f}x (one push + wait), vs re-running buildx --push "
