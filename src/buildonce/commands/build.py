@@ -86,7 +86,7 @@ def run(call: Invocation) -> None:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
         scratch = Path(stack.enter_context(temp))
         early: BuildJob | None = None
-        connect_early: Callable[[], object] = _nothing
+        work: Callable[[], BuildJob] = partial(_prepare, call.env, options, plan, console, policy)
         if keyed.looks_up:
             # The engine is connected and logged in beside the build (a refused login stops it, as below), or
             # for a reused image's pull: the SDK's import and the engine's login are no longer paid before
@@ -97,7 +97,6 @@ def run(call: Invocation) -> None:
 
             engine = EngineOnDemand(call.env, login=options.login)
             registry = open_registry(options.login, call.env, policy)
-            connect_early = engine.connect
             early, found = before_build(
                 call.env, options, plan, console, policy, key=key or "", engine=engine, registry=registry
             )
@@ -105,12 +104,13 @@ def run(call: Invocation) -> None:
             if found is not None:
                 finish(call, found, early, options, origin)
                 return
+            work = partial(_connected, early, engine.connect)  # the tags were checked: the engine, beside the build
         # The engine, the login and the immutable-tag check run beside the build rather than before it:
         # they cost a registry round trip or two (and the SDK's import), the build rarely less. If the
         # check finds the tag taken, or already holding this commit's image, the build is stopped.
         stopper = Stopper()
         prepared = Beside(
-            partial(_prepare, call.env, options, plan, console, policy, early=early, connect_early=connect_early),
+            work,
             lambda done: _stop_unless_needed(done, stopper, options.rebuild),
         )
         stack.callback(prepared.join)
@@ -154,27 +154,18 @@ def _with_signing(call: Invocation, options: BuildOptions, context: Context, pla
 
 
 def _prepare(
-    env: Mapping[str, str],
-    options: BuildOptions,
-    plan: Plan,
-    console: Console,
-    policy: RetryPolicy,
-    *,
-    early: BuildJob | None,
-    connect_early: Callable[[], object],
+    env: Mapping[str, str], options: BuildOptions, plan: Plan, console: Console, policy: RetryPolicy
 ) -> BuildJob:
-    """In the thread beside buildx: import what publishes the image, then connect and check the tags (or, when
-    they were checked before the build, ``connect_early`` connects the engine of the ``early`` job)."""
+    """In the thread beside buildx: import what publishes the image, then connect and check the tags."""
     from buildonce.commands.build_job import prepare
 
-    if early is None:
-        return prepare(env, options, plan, console, policy)
-    connect_early()
-    return early
+    return prepare(env, options, plan, console, policy)
 
 
-def _nothing() -> None:
-    return None
+def _connected(job: BuildJob, connect: Callable[[], object]) -> BuildJob:
+    """In the thread beside buildx, for a job whose tags were checked before it: connect its engine."""
+    connect()
+    return job
 
 
 class Beside:
