@@ -308,18 +308,16 @@ def run_buildonce(
     check: bool = True,
     timeout: float = 1800,
 ) -> BuildonceRun:
-    """``python -m buildonce COMMAND`` in ``workdir`` with the runner's variables and files, set up by
-    tests/support/action_run.py as the tests run it, but streaming the log so that each line gets a time stamp."""
-    setup = runner_setup(
-        workdir,
-        event_name=event_name,
-        payload=event,
-        env=env,
-        inputs=inputs,
-        # Line by line, so that the time stamp of each line says when its step happened.
-        extra={"PYTHONUNBUFFERED": "1"},
+    """``python -I -m buildonce COMMAND`` (as the actions run it) in ``workdir`` with the runner's variables and
+    files, set up by tests/support/action_run.py as the tests run it, but streaming the log so that each line gets
+    a time stamp (the console flushes each line it writes).
+
+    ``-I`` as in the actions: no ``PYTHON*`` variable of this machine applies (``PYTHONDONTWRITEBYTECODE`` would
+    make every run compile again each module changed since its bytecode was last written)."""
+    setup = runner_setup(workdir, event_name=event_name, payload=event, env=env, inputs=inputs)
+    streamed = run_streamed(
+        [VENV_PYTHON, "-I", "-m", "buildonce", command], env=setup.env, cwd=workdir, timeout=timeout
     )
-    streamed = run_streamed([VENV_PYTHON, "-m", "buildonce", command], env=setup.env, cwd=workdir, timeout=timeout)
     run = BuildonceRun(streamed.seconds, streamed.code, streamed.marks, setup.outputs())
     if check and run.code != 0:
         raise MeasurementError(f"buildonce {command} exited {run.code}:\n{run.log[-4000:]}")
