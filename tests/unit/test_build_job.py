@@ -22,8 +22,8 @@ from buildonce.cli import main
 from buildonce.commands import Invocation
 from buildonce.commands.build import Beside, _stop_unless_needed
 from buildonce.commands.build_job import BuildJob, before_build, prepare, record_key_and_finish
+from buildonce.commands.key import Keyed
 from buildonce.commands.origin import origin_of
-from buildonce.commands.promote import Keyed
 from buildonce.commands.publish import Existing
 from buildonce.docker.buildx import BuildOutcome, Output, Stopper
 from buildonce.docker.config import Login

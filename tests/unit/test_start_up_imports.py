@@ -62,12 +62,16 @@ NOT_BEFORE_BUILDX = (
     "concurrent.futures",
     "docker",
     "tenacity",
+    "hashlib",  # the build key's hash: loaded when a key is computed (not here, outside a work tree)
+    "platform",
     "buildonce.commands.build_job",
+    "buildonce.commands.promote",
     "buildonce.commands.publish",
     "buildonce.commands.sign",
     "buildonce.docker.cosign",
     "buildonce.docker.engine",
     "buildonce.layout",
+    "buildonce.oci",
     "buildonce.registry.client",
     "buildonce.report",
 )

@@ -17,8 +17,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildonce.commands import Invocation, promote
+from buildonce.commands import Invocation
 from buildonce.commands.connect import retry_policy
+from buildonce.commands.key import keyed
 from buildonce.commands.origin import Origin, check_before_build, origin_of
 from buildonce.docker.buildx import (
     Builder,
@@ -79,15 +80,15 @@ def run(call: Invocation) -> None:
     output = choose_output(options.push_via, builder, lambda: _containerd_store(call.env), plan)
     policy = retry_policy(options.retry, console)
     options, origin = _with_signing(call, options, context, plan)
-    keyed = promote.keyed(options, plan, cwd, f"{output.value} ({builder.driver or 'unknown'} driver)", console)
-    options, plan, key = keyed.options, keyed.plan, keyed.key
+    keyed_run = keyed(options, plan, cwd, f"{output.value} ({builder.driver or 'unknown'} driver)", console)
+    options, plan, key = keyed_run.options, keyed_run.plan, keyed_run.key
 
     with ExitStack() as stack:
         temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
         scratch = Path(stack.enter_context(temp))
         early: BuildJob | None = None
         work: Callable[[], BuildJob] = partial(_prepare, call.env, options, plan, console, policy)
-        if keyed.looks_up:
+        if keyed_run.looks_up:
             # The engine is connected and logged in beside the build (a refused login stops it, as below), or
             # for a reused image's pull: the SDK's import and the engine's login are no longer paid before
             # buildx starts. The look-ups made here use the same login.
@@ -140,7 +141,7 @@ def run(call: Invocation) -> None:
         # A build that finished before the check is thrown away just the same: one image per commit.
         existing = None if options.rebuild else job.existing
         report = job.reuse(existing) if existing else job.push(output, outcome, scratch)
-        record_key_and_finish(call, report, keyed, job, origin)
+        record_key_and_finish(call, report, keyed_run, job, origin)
 
 
 def _with_signing(call: Invocation, options: BuildOptions, context: Context, plan: Plan) -> tuple[BuildOptions, Origin]:

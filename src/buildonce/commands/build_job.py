@@ -34,9 +34,11 @@ from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    # Imported for real inside prepare(): the SDK alone takes 100 ms to load.
     from buildonce.artifact import Artifact
+    from buildonce.commands.key import Keyed
     from buildonce.commands.seams import EngineAPI, RegistryAPI
+
+    # Imported for real inside prepare(): the SDK alone takes 100 ms to load.
     from buildonce.docker.engine import LocalImage
 
 SAVE_CHUNK = 1 << 20
@@ -92,9 +94,7 @@ def before_build(
         raise
 
 
-def record_key_and_finish(
-    call: Invocation, report: BuildReport, keyed: promote.Keyed, job: BuildJob, origin: Origin
-) -> None:
+def record_key_and_finish(call: Invocation, report: BuildReport, keyed: Keyed, job: BuildJob, origin: Origin) -> None:
     """Record the build key, then save the artifact, sign and write the outputs.
 
     One after the other: a registry on a filesystem (Distribution's own driver) rewrites the manifest's links
@@ -105,7 +105,7 @@ def record_key_and_finish(
     finish(call, report, job, job.options, origin)
 
 
-def _record_key(report: BuildReport, keyed: promote.Keyed, job: BuildJob) -> None:
+def _record_key(report: BuildReport, keyed: Keyed, job: BuildJob) -> None:
     """Say why the image was built, and record its build key: the label is in the image, and a built image
     gets the key's lookup tag in each repository (a reused one has it from its own build)."""
     if not report.reused:
