@@ -20,7 +20,7 @@ import buildonce.cli as buildonce_cli
 from buildonce.buildkey import lookup_tag
 from buildonce.cli import main
 from buildonce.commands import Invocation
-from buildonce.commands.build import Beside, _stop_unless_needed
+from buildonce.commands.build import Beside, _scratch, _stop_unless_needed
 from buildonce.commands.build_job import BuildJob, before_build, prepare, record_key_and_finish
 from buildonce.commands.key import Keyed
 from buildonce.commands.origin import origin_of
@@ -236,6 +236,29 @@ def test_a_failed_preparation_stops_the_build() -> None:
     with pytest.raises(ImmutableTagError, match="taken"):
         beside.result()
     assert stopper.stopped
+
+
+def test_the_build_scratch_directory_is_private_and_removed_afterwards(tmp_path: Path) -> None:
+    """Made in RUNNER_TEMP, readable by this user alone, a new one each build, gone after (also after a failure)."""
+    with _scratch({"RUNNER_TEMP": str(tmp_path)}) as first, _scratch({"RUNNER_TEMP": str(tmp_path)}) as second:
+        assert first.parent == second.parent == tmp_path
+        assert first != second
+        assert first.name.startswith("buildonce-")
+        assert first.stat().st_mode & 0o777 == 0o700
+        (first / "metadata.json").write_text("{}")
+    assert list(tmp_path.iterdir()) == []
+
+    def failing_build() -> None:
+        with _scratch({"RUNNER_TEMP": str(tmp_path)}) as failed:
+            (failed / "iid").write_text("sha256:x")
+            raise RuntimeError("the build failed")
+
+    with pytest.raises(RuntimeError):
+        failing_build()
+    assert list(tmp_path.iterdir()) == []
+    with _scratch({}) as elsewhere:  # outside a runner: the system's temporary directory
+        assert elsewhere.is_dir()
+    assert not elsewhere.exists()
 
 
 class StoreUnknownEngine(FakeEngine):

@@ -62,6 +62,8 @@ NOT_BEFORE_BUILDX = (
     "concurrent.futures",
     "docker",
     "tenacity",
+    "tempfile",
+    "shutil",
     "hashlib",  # the build key's hash: loaded when a key is computed (not here, outside a work tree)
     "platform",
     "buildonce.commands.build_job",

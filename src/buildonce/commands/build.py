@@ -7,10 +7,10 @@ check is stopped), the build runs exactly once, then push and verify retry only 
 
 from __future__ import annotations
 
-import tempfile
+import os
 import threading
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import partial
@@ -84,8 +84,7 @@ def run(call: Invocation) -> None:
     options, plan, key = keyed_run.options, keyed_run.plan, keyed_run.key
 
     with ExitStack() as stack:
-        temp = tempfile.TemporaryDirectory(prefix="buildonce-", dir=call.env.get("RUNNER_TEMP") or None)
-        scratch = Path(stack.enter_context(temp))
+        scratch = stack.enter_context(_scratch(call.env))
         early: BuildJob | None = None
         work: Callable[[], BuildJob] = partial(_prepare, call.env, options, plan, console, policy)
         if keyed_run.looks_up:
@@ -152,6 +151,27 @@ def _with_signing(call: Invocation, options: BuildOptions, context: Context, pla
     if signing.sign and not options.provenance:
         options = replace(options, provenance=default_provenance(context.repository.private))
     return options, origin
+
+
+@contextmanager
+def _scratch(env: Mapping[str, str]) -> Iterator[Path]:
+    """A private directory for the build's metadata, image id and layout, removed afterwards. Under RUNNER_TEMP
+    it is made with os.mkdir under a random name, as tempfile makes one: importing tempfile (and shutil under it)
+    costs about 3 ms of a build's start. Outside a runner, by tempfile."""
+    runner_temp = env.get("RUNNER_TEMP")
+    if runner_temp:
+        path = Path(runner_temp) / f"buildonce-{os.urandom(8).hex()}"
+        path.mkdir(mode=0o700)
+    else:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="buildonce-"))
+    try:
+        yield path
+    finally:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _prepare(
