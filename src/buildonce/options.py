@@ -11,7 +11,6 @@ import enum
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from buildonce.compression import Compression
@@ -22,7 +21,6 @@ from buildonce.github.workflow import Inputs
 from buildonce.labels import DEFAULT_NAMESPACE, check_annotation, check_label, check_namespace, parse_labels
 from buildonce.platforms import check_platform
 from buildonce.references import (
-    DIGEST_PATTERN,
     ImageName,
     Reference,
     check_tag,
@@ -33,10 +31,8 @@ from buildonce.references import (
 from buildonce.signing import (
     SIGN_INPUTS,
     VERIFY_SIGNATURE_INPUTS,
-    SignatureCheck,
     SignOptions,
     sign_options,
-    signature_check,
 )
 from buildonce.tags import PrSha, TagPolicy
 
@@ -143,7 +139,7 @@ _FALSE = frozenset({"false", "False", "FALSE"})
 _SHA = re.compile(r"[0-9a-f]{40}")
 # ASCII only: int() and float() also read '²', '٣' or '1_0', and a long enough string of digits makes
 # int() itself fail.
-_WHOLE = re.compile(r"[0-9]{1,9}")
+WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 _NUMBER = re.compile(r"[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
 
 
@@ -181,22 +177,15 @@ class Distribute(enum.Enum):
     """One platform of several, pushed by digest alone, for ``buildonce merge`` to publish."""
 
 
-class Source(enum.Enum):
-    AUTO = "auto"
-    """The registry, then the artifact (when one is given) if the registry cannot serve the image."""
-    REGISTRY = "registry"
-    ARTIFACT = "artifact"
-
-
 E = TypeVar("E", bound=enum.Enum)
 
 
-def _value(inputs: Inputs, defaults: dict[str, str], name: str) -> str:
+def read_value(inputs: Inputs, defaults: dict[str, str], name: str) -> str:
     return inputs.get(name, defaults[name])
 
 
-def _choice(inputs: Inputs, defaults: dict[str, str], name: str, kind: type[E]) -> E:
-    value = _value(inputs, defaults, name)
+def read_choice(inputs: Inputs, defaults: dict[str, str], name: str, kind: type[E]) -> E:
+    value = read_value(inputs, defaults, name)
     for member in kind:
         if member.value == value.lower():
             return member
@@ -204,8 +193,8 @@ def _choice(inputs: Inputs, defaults: dict[str, str], name: str, kind: type[E]) 
     raise InputError(f"input '{name}' is {value!r}; it must be one of: {allowed}.")
 
 
-def _bool(inputs: Inputs, defaults: dict[str, str], name: str) -> bool:
-    value = _value(inputs, defaults, name)
+def read_bool(inputs: Inputs, defaults: dict[str, str], name: str) -> bool:
+    value = read_value(inputs, defaults, name)
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -213,9 +202,9 @@ def _bool(inputs: Inputs, defaults: dict[str, str], name: str) -> bool:
     raise InputError(f"input '{name}' is {value!r}; it must be true or false.")
 
 
-def _int(inputs: Inputs, defaults: dict[str, str], name: str, low: int, high: int) -> int:
-    value = _value(inputs, defaults, name)
-    if not _WHOLE.fullmatch(value):
+def read_int(inputs: Inputs, defaults: dict[str, str], name: str, low: int, high: int) -> int:
+    value = read_value(inputs, defaults, name)
+    if not WHOLE_NUMBER.fullmatch(value):
         raise InputError(f"input '{name}' is {value!r}; it must be a whole number from {low} to {high}.")
     number = int(value)
     if not low <= number <= high:
@@ -223,8 +212,8 @@ def _int(inputs: Inputs, defaults: dict[str, str], name: str, low: int, high: in
     return number
 
 
-def _float(inputs: Inputs, defaults: dict[str, str], name: str, low: float, high: float) -> float:
-    value = _value(inputs, defaults, name)
+def read_float(inputs: Inputs, defaults: dict[str, str], name: str, low: float, high: float) -> float:
+    value = read_value(inputs, defaults, name)
     if not _NUMBER.fullmatch(value):
         raise InputError(f"input '{name}' is {value!r}; it must be a number from {low:g} to {high:g}.")
     number = float(value)
@@ -233,14 +222,14 @@ def _float(inputs: Inputs, defaults: dict[str, str], name: str, low: float, high
     return number
 
 
-def _sha(inputs: Inputs, name: str) -> str:
+def read_sha(inputs: Inputs, name: str) -> str:
     value = inputs.get(name).lower()
     if value and not _SHA.fullmatch(value):
         raise InputError(f"input '{name}' is {value!r}; give the full 40-character commit sha.")
     return value
 
 
-def _affix(inputs: Inputs, name: str, pattern: str) -> str:
+def read_affix(inputs: Inputs, name: str, pattern: str) -> str:
     value = inputs.get(name)
     if value and not re.fullmatch(pattern, value):
         raise InputError(
@@ -252,9 +241,9 @@ def _affix(inputs: Inputs, name: str, pattern: str) -> str:
 
 def tag_policy(inputs: Inputs, defaults: dict[str, str]) -> TagPolicy:
     return TagPolicy(
-        sha_length=_int(inputs, defaults, "sha-length", 7, 40),
-        prefix=_affix(inputs, "tag-prefix", r"[A-Za-z0-9_][A-Za-z0-9._-]*"),
-        suffix=_affix(inputs, "tag-suffix", r"[A-Za-z0-9._-]*"),
+        sha_length=read_int(inputs, defaults, "sha-length", 7, 40),
+        prefix=read_affix(inputs, "tag-prefix", r"[A-Za-z0-9_][A-Za-z0-9._-]*"),
+        suffix=read_affix(inputs, "tag-suffix", r"[A-Za-z0-9._-]*"),
     )
 
 
@@ -344,15 +333,15 @@ def plan_options(inputs: Inputs, defaults: dict[str, str] = PLAN_INPUTS) -> Plan
         extra_references=tuple(dict.fromkeys(extra_refs)),
         labels=parse_labels(inputs.lines("labels"), source="labels"),
         annotations=tuple(check_annotation(entry, source="annotations") for entry in inputs.lines("annotations")),
-        label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
+        label_namespace=check_namespace(read_value(inputs, defaults, "label-namespace")),
         metadata=metadata,
         policy=tag_policy(inputs, defaults),
-        pr_sha=_choice(inputs, defaults, "pr-sha", PrSha),
+        pr_sha=read_choice(inputs, defaults, "pr-sha", PrSha),
         default_branch=inputs.get("default-branch"),
         platforms=tuple(dict.fromkeys(check_platform(item) for item in inputs.items("platforms"))),
-        push=_choice(inputs, defaults, "push", Switch),
-        load=_choice(inputs, defaults, "load", Switch),
-        artifact=_choice(inputs, defaults, "artifact", Switch),
+        push=read_choice(inputs, defaults, "push", Switch),
+        load=read_choice(inputs, defaults, "load", Switch),
+        artifact=read_choice(inputs, defaults, "artifact", Switch),
         artifact_name=artifact_name,
     )
 
@@ -366,9 +355,9 @@ class RetryOptions:
 
 def retry_options(inputs: Inputs, defaults: dict[str, str]) -> RetryOptions:
     return RetryOptions(
-        attempts=_int(inputs, defaults, "retry-attempts", 1, 20),
-        wait_seconds=_float(inputs, defaults, "retry-wait-seconds", 0, 600),
-        timeout_seconds=_float(inputs, defaults, "timeout-minutes", 0.05, 360) * 60,
+        attempts=read_int(inputs, defaults, "retry-attempts", 1, 20),
+        wait_seconds=read_float(inputs, defaults, "retry-wait-seconds", 0, 600),
+        timeout_seconds=read_float(inputs, defaults, "timeout-minutes", 0.05, 360) * 60,
     )
 
 
@@ -475,7 +464,7 @@ def build_options(inputs: Inputs) -> BuildOptions:
     defaults = BUILD_INPUTS
     return BuildOptions(
         plan=plan_options(inputs, defaults),
-        context=_value(inputs, defaults, "context"),
+        context=read_value(inputs, defaults, "context"),
         file=inputs.get("file"),
         build_args=_build_args(inputs),
         target=inputs.get("target"),
@@ -485,18 +474,18 @@ def build_options(inputs: Inputs) -> BuildOptions:
         provenance=inputs.get("provenance"),
         sbom=inputs.get("sbom"),
         secrets=_secrets(inputs),
-        no_cache=_bool(inputs, defaults, "no-cache"),
-        pull=_bool(inputs, defaults, "pull"),
+        no_cache=read_bool(inputs, defaults, "no-cache"),
+        pull=read_bool(inputs, defaults, "pull"),
         network=inputs.get("network"),
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
-        allow_overwrite=_bool(inputs, defaults, "allow-overwrite"),
-        rebuild=_bool(inputs, defaults, "rebuild"),
-        push_via=_choice(inputs, defaults, "push-via", PushVia),
+        allow_overwrite=read_bool(inputs, defaults, "allow-overwrite"),
+        rebuild=read_bool(inputs, defaults, "rebuild"),
+        push_via=read_choice(inputs, defaults, "push-via", PushVia),
         artifact_dir=inputs.get("artifact-dir"),
-        compression=_choice(inputs, defaults, "artifact-compression", Compression),
-        distribute=_choice(inputs, defaults, "distribute", Distribute),
-        reuse=_choice(inputs, defaults, "reuse", Reuse),
+        compression=read_choice(inputs, defaults, "artifact-compression", Compression),
+        distribute=read_choice(inputs, defaults, "distribute", Distribute),
+        reuse=read_choice(inputs, defaults, "reuse", Reuse),
         sign=sign_options(inputs),
     )
 
@@ -519,90 +508,8 @@ def merge_options(inputs: Inputs) -> MergeOptions:
         legs=tuple(line for line in (inputs.raw("legs") or "").splitlines() if line.strip()),
         retry=retry_options(inputs, defaults),
         login=login_options(inputs),
-        allow_overwrite=_bool(inputs, defaults, "allow-overwrite"),
+        allow_overwrite=read_bool(inputs, defaults, "allow-overwrite"),
         sign=sign_options(inputs),
-    )
-
-
-@dataclass(frozen=True)
-class ConsumeOptions:
-    image: ImageName | None
-    digest: str
-    tag: str
-    pr_number: int | None
-    sha: str
-    policy: TagPolicy
-    pr_sha: PrSha
-    default_branch: str
-    label_namespace: str
-    artifact_path: str
-    source: Source
-    defer_artifact: bool
-    check_freshness: bool
-    retry: RetryOptions
-    login: Login | None
-    platform: str = ""
-    signature: SignatureCheck = field(default_factory=SignatureCheck)
-
-
-def _digest(inputs: Inputs, name: str) -> str:
-    value = inputs.get(name)
-    if value and not DIGEST_PATTERN.fullmatch(value):
-        raise InputError(f"input '{name}' is {value!r}; give a digest of the form sha256:<64 hex digits>.")
-    return value
-
-
-def consume_options(inputs: Inputs) -> ConsumeOptions:
-    defaults = CONSUME_INPUTS
-    image_text = inputs.get("image")
-    pr_text = inputs.get("pr-number")
-    if pr_text and not (_WHOLE.fullmatch(pr_text) and int(pr_text) > 0):
-        raise InputError(f"input 'pr-number' is {pr_text!r}; give the pull request number, e.g. 123.")
-    tag = inputs.get("tag")
-    return ConsumeOptions(
-        image=parse_image_name(image_text, source="image") if image_text else None,
-        digest=_digest(inputs, "digest"),
-        tag=check_tag(tag, source="tag") if tag else "",
-        pr_number=int(pr_text) if pr_text else None,
-        sha=_sha(inputs, "sha"),
-        policy=tag_policy(inputs, defaults),
-        pr_sha=_choice(inputs, defaults, "pr-sha", PrSha),
-        default_branch=inputs.get("default-branch"),
-        label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
-        artifact_path=inputs.get("artifact-path"),
-        source=_choice(inputs, defaults, "source", Source),
-        defer_artifact=_bool(inputs, defaults, "defer-artifact"),
-        check_freshness=_bool(inputs, defaults, "check-freshness"),
-        retry=retry_options(inputs, defaults),
-        login=login_options(inputs),
-        platform=check_platform(inputs.get("platform"), source="platform") if inputs.get("platform") else "",
-        signature=signature_check(inputs),
-    )
-
-
-@dataclass(frozen=True)
-class VerifyOptions:
-    reference: str
-    sha: str
-    label_namespace: str
-    retry: RetryOptions
-    login: Login | None
-    signature: SignatureCheck = field(default_factory=SignatureCheck)
-
-
-def verify_options(inputs: Inputs) -> VerifyOptions:
-    defaults = VERIFY_INPUTS
-    reference = inputs.get("image")
-    if not reference:
-        raise InputError("input 'image' is empty. Give the image to check as name:tag or name@sha256:<digest>.")
-    sha = _sha(inputs, "sha")  # empty: the commit the event names
-    return VerifyOptions(
-        reference=reference,
-        sha=sha,
-        label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
-        retry=retry_options(inputs, defaults),
-        login=login_options(inputs),
-        signature=signature_check(inputs),
     )
 
 
@@ -626,75 +533,3 @@ PRUNE_INPUTS: dict[str, str] = {
     **RETRY_INPUTS,
     **LOGIN_INPUTS,
 }
-
-_DURATION = re.compile(r"(?P<number>[0-9]{1,6})(?P<unit>[smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _duration(inputs: Inputs, defaults: dict[str, str], name: str) -> timedelta:
-    value = _value(inputs, defaults, name)
-    found = _DURATION.fullmatch(value.strip().lower())
-    if found is None:
-        raise InputError(
-            f"input '{name}' is {value!r}; give a whole number and a unit: s, m, h, d or w (e.g. 24h, 7d)."
-        )
-    return timedelta(seconds=int(found["number"]) * _UNITS[found["unit"]])
-
-
-class Backend(enum.Enum):
-    AUTO = "auto"
-    """The GitHub Packages API for ghcr.io images, the OCI distribution API for every other registry."""
-    OCI = "oci"
-    GHCR = "ghcr"
-
-
-@dataclass(frozen=True)
-class PruneOptions:
-    images: tuple[ImageName, ...]
-    pr_max_age: timedelta
-    branch_max_age: timedelta
-    keep_newest: int
-    min_age: timedelta
-    closed_prs: frozenset[int]
-    deleted_branches: frozenset[str]
-    protect: tuple[str, ...]
-    apply: bool
-    max_deletes: int
-    policy: TagPolicy
-    label_namespace: str
-    default_branch: str
-    backend: Backend
-    retry: RetryOptions
-    login: Login | None
-
-
-def prune_options(inputs: Inputs) -> PruneOptions:
-    defaults = PRUNE_INPUTS
-    images = [parse_image_name(item, source="images") for item in inputs.items("images")]
-    if not images:
-        raise InputError("input 'images' is empty. Name the images to prune, e.g. images: ghcr.io/acme/app.")
-    closed: set[int] = set()
-    for entry in inputs.items("closed-prs"):
-        number = entry
-        if not (_WHOLE.fullmatch(number) and int(number) > 0):
-            raise InputError(f"input 'closed-prs': {entry!r} is not a pull request number; list numbers, e.g. 12, 15.")
-        closed.add(int(number))
-    protect = tuple(inputs.items("protect"))
-    return PruneOptions(
-        images=tuple(dict.fromkeys(images)),
-        pr_max_age=_duration(inputs, defaults, "pr-max-age"),
-        branch_max_age=_duration(inputs, defaults, "branch-max-age"),
-        keep_newest=_int(inputs, defaults, "keep-newest", 0, 1000),
-        min_age=_duration(inputs, defaults, "min-age"),
-        closed_prs=frozenset(closed),
-        deleted_branches=frozenset(inputs.items("deleted-branches")),
-        protect=protect,
-        apply=_bool(inputs, defaults, "apply"),
-        max_deletes=_int(inputs, defaults, "max-deletes", 1, 100000),
-        policy=tag_policy(inputs, defaults),
-        label_namespace=check_namespace(_value(inputs, defaults, "label-namespace")),
-        default_branch=inputs.get("default-branch"),
-        backend=_choice(inputs, defaults, "backend", Backend),
-        retry=retry_options(inputs, defaults),
-        login=login_options(inputs),
-    )

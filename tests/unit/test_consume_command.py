@@ -14,12 +14,12 @@ from fakes import IMAGE, OTHER, SHA, FakeEngine, FakeRegistry, manifest_for
 from buildonce.artifact import write_artifact
 from buildonce.commands.consume import Consumer, Target, _consume, pull_starter, start_early, target_for
 from buildonce.compression import Compression
+from buildonce.consume_options import consume_options
 from buildonce.docker.engine import LocalImage
 from buildonce.errors import ArtifactError, RegistryError, VerificationError
 from buildonce.github.workflow import Console, Inputs
 from buildonce.labels import REVISION, Keys
 from buildonce.oci import sha256_digest
-from buildonce.options import consume_options
 from buildonce.references import ImageName
 from buildonce.retry import RetryPolicy
 

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from runner_format import commands
 
 from buildonce.cli import main
+from buildonce.consume_options import consume_options, verify_options
 from buildonce.errors import FatalError
 from buildonce.github.context import SUPPORTED_EVENTS, build_context, read_payload
 from buildonce.github.workflow import Inputs
@@ -32,9 +33,7 @@ from buildonce.options import (
     CONSUME_INPUTS,
     VERIFY_INPUTS,
     build_options,
-    consume_options,
     plan_options,
-    verify_options,
 )
 from buildonce.plan import Plan, describe, make_plan
 from buildonce.tags import subject_of

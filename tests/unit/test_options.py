@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from buildonce.compression import Compression
+from buildonce.consume_options import consume_options
 from buildonce.errors import InputError
 from buildonce.github.workflow import Inputs
 from buildonce.options import (
@@ -10,7 +11,6 @@ from buildonce.options import (
     PushVia,
     Switch,
     build_options,
-    consume_options,
     login_options,
     plan_options,
 )

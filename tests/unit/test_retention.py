@@ -10,7 +10,7 @@ from buildonce.commands.prune import event_targets, make_rules, throwaway
 from buildonce.errors import InputError
 from buildonce.github.workflow import Inputs
 from buildonce.labels import CREATED, REVISION, rfc3339
-from buildonce.options import prune_options
+from buildonce.prune_options import prune_options
 from buildonce.retention import Action, Node, Plan, Rules, Snapshot, is_protected, plan_prune
 from buildonce.tags import TagPolicy
 

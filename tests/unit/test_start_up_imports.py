@@ -37,6 +37,7 @@ NEVER_ON_CONSUMES_PATH = (
     "buildonce.docker.engine",
     "buildonce.commands.build",
     "buildonce.commands.sign",
+    "buildonce.prune_options",
 )
 
 
@@ -66,6 +67,8 @@ NOT_BEFORE_BUILDX = (
     "shutil",
     "hashlib",  # the build key's hash: loaded when a key is computed (not here, outside a work tree)
     "platform",
+    "buildonce.consume_options",
+    "buildonce.prune_options",
     "buildonce.commands.build_job",
     "buildonce.commands.promote",
     "buildonce.commands.publish",

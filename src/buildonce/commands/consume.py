@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.seams import EngineAPI, PendingPullAPI, PullAPI, RegistryAPI
+from buildonce.consume_options import ConsumeOptions, Source, consume_options
 from buildonce.docker.cli import CliPuller, PendingPull
 from buildonce.docker.config import docker_config_with_login
 from buildonce.docker.ondemand import EngineOnDemand
@@ -33,7 +34,6 @@ from buildonce.errors import ArtifactError, ContextError, InputError, RegistryEr
 from buildonce.github.workflow import Console
 from buildonce.labels import Keys, check_fresh
 from buildonce.oci import platforms_of, select_manifest
-from buildonce.options import ConsumeOptions, Source, consume_options
 from buildonce.references import ImageName, Reference
 from buildonce.retry import RetryPolicy
 from buildonce.tags import Kind, Subject, plan_tags, subject_of

@@ -24,7 +24,7 @@ from buildonce.errors import FatalError, InputError, RegistryError, Verification
 from buildonce.github.packages import DEFAULT_API, Package, PackagesAPI
 from buildonce.labels import Keys, rfc3339
 from buildonce.oci import OCI_INDEX, Manifest, json_object, select_manifest
-from buildonce.options import Backend, PruneOptions, prune_options
+from buildonce.prune_options import Backend, PruneOptions, prune_options
 from buildonce.references import ImageName
 from buildonce.retention import (
     Action,

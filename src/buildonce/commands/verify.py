@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 from buildonce.commands import Invocation
 from buildonce.commands.connect import open_registry, retry_policy
 from buildonce.commands.sign import every_digest, signature_verifier
+from buildonce.consume_options import verify_options
 from buildonce.docker.engine import Engine
 from buildonce.errors import ContextError, FatalError, InputError, RegistryError, VerificationError
 from buildonce.labels import REVISION, Keys, check_fresh
-from buildonce.options import verify_options
 from buildonce.references import DIGEST_PATTERN, ImageName, parse_image_name, split_tag
 from buildonce.tags import subject_of
 
