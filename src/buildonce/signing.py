@@ -13,7 +13,7 @@ import re
 import shlex
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from buildonce.errors import InputError
 from buildonce.github.workflow import Inputs
@@ -132,6 +132,52 @@ def decide(options: SignOptions, *, pushed: bool, fork: bool, oidc: bool) -> Dec
             "the environment), or grant the job 'permissions: id-token: write' for keyless signing."
         )
     return Decision(False, False, "no 'sign-key' and no OIDC token (grant 'id-token: write' to sign keyless)")
+
+
+@dataclass
+class Signed:
+    """What the signing step did for a published digest (and the artifact), or why it signed nothing."""
+
+    signed: bool = False
+    written: list[str] = field(default_factory=list)
+    """Signatures and attestations this run wrote; empty when all were there already."""
+    signature_refs: list[str] = field(default_factory=list)
+    attestation_refs: list[str] = field(default_factory=list)
+    verify_command: str = ""
+    cosign_version: str = ""
+    reason: str = ""
+    subject_name: str = ""
+    """The first image's name: what an attestation of the digest (GitHub's too) names as its subject."""
+
+    def outputs(self) -> dict[str, str]:
+        return {
+            "subject-name": self.subject_name,
+            "signed": "true" if self.signed else "false",
+            "signature-refs": "\n".join(self.signature_refs),
+            "attestation-refs": "\n".join(self.attestation_refs),
+            "verify-command": self.verify_command,
+            "cosign-version": self.cosign_version,
+        }
+
+    def summary_line(self) -> str:
+        if not self.signed:
+            return f"> Not signed: {self.reason}."
+        wrote = (
+            f"{len(self.written)} signature(s) and attestation(s) written"
+            if self.written
+            else "already signed for this commit: nothing written"
+        )
+        return f"> Signed ({self.reason}; {wrote}). Verify with `{self.verify_command}`"
+
+
+def nothing_to_sign(
+    options: SignOptions, *, pushed: bool, fork: bool, oidc: bool, artifact: bool, subject: str
+) -> Signed | None:
+    """The outcome when neither the image nor the artifact is to be signed (and why); None when one is."""
+    decision = decide(options, pushed=pushed, fork=fork, oidc=oidc)
+    if decision.sign or (artifact and decide(options, pushed=True, fork=fork, oidc=oidc).sign):
+        return None
+    return Signed(reason=decision.reason, subject_name=subject)
 
 
 def default_provenance(private: bool | None) -> str:

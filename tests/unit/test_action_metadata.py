@@ -23,7 +23,6 @@ from buildonce.commands.consume import Consumed
 from buildonce.commands.leg import LegReport
 from buildonce.commands.merge import MergeReport
 from buildonce.commands.prune import prune_outputs
-from buildonce.commands.sign import Signed
 from buildonce.github.context import build_context
 from buildonce.github.workflow import Inputs
 from buildonce.legs import Leg
@@ -37,6 +36,7 @@ from buildonce.options import (
 )
 from buildonce.plan import Plan, make_plan
 from buildonce.report import BuildReport
+from buildonce.signing import Signed
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIONS = {

@@ -35,6 +35,7 @@ from buildonce.signing import (
     VerifyMode,
     decide,
     default_provenance,
+    nothing_to_sign,
     sign_args,
     sign_options,
     signature_check,
@@ -111,6 +112,30 @@ def test_decide(mode: SignMode, key: str, pushed: bool, fork: bool, oidc: bool, 
     decision = decide(SignOptions(mode, key), pushed=pushed, fork=fork, oidc=oidc)
     assert (decision.sign, decision.keyless) == (sign, keyless)
     assert decision.reason
+
+
+@pytest.mark.parametrize(
+    ("key", "pushed", "fork", "artifact", "signs"),
+    [
+        ("env://K", True, False, False, True),
+        ("env://K", False, False, True, True),  # nothing pushed, but the artifact is signed
+        ("env://K", False, False, False, False),
+        ("env://K", True, True, True, False),  # a fork's: neither
+        ("", True, False, True, False),  # no key and no token: neither
+    ],
+)
+def test_nothing_to_sign_says_why_unless_the_image_or_the_artifact_is_signed(
+    key: str, pushed: bool, fork: bool, artifact: bool, signs: bool
+) -> None:
+    options = SignOptions(SignMode.AUTO, key)
+    unsigned = nothing_to_sign(options, pushed=pushed, fork=fork, oidc=False, artifact=artifact, subject="r/app")
+    if signs:
+        assert unsigned is None
+        return
+    assert unsigned is not None
+    assert unsigned.reason == decide(options, pushed=pushed, fork=fork, oidc=False).reason
+    assert (unsigned.signed, unsigned.subject_name) == (False, "r/app")
+    assert unsigned.outputs()["signed"] == "false"
 
 
 def test_sign_true_without_key_or_token_is_an_input_error() -> None:

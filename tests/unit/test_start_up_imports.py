@@ -109,3 +109,10 @@ def test_the_collector_is_off_while_importing_and_on_while_the_command_runs(
         if was:
             gc.enable()
     assert seen == [True]
+
+
+def test_a_build_that_signs_nothing_never_loads_the_signing_step() -> None:
+    """The preparation beside buildx imports what publishes the image; cosign's step only when it signs."""
+    modules = imported_after("import buildonce.commands.build_job")
+    assert "buildonce.commands.publish" in modules  # the probe itself ran
+    assert sorted(modules & {"buildonce.commands.sign", "buildonce.docker.cosign"}) == []

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 from buildonce.buildkey import lookup_tag
 from buildonce.commands import Invocation, promote
 from buildonce.commands.connect import open_registry
-from buildonce.commands.origin import Origin
+from buildonce.commands.origin import OIDC_VARIABLE, Origin
 from buildonce.commands.publish import Existing, Publisher, TwinPushedError, commit_of, run_all
-from buildonce.commands.sign import Signed, sign_published
 from buildonce.docker.buildx import BuildOutcome, Output
 from buildonce.errors import VerificationError
 from buildonce.github.workflow import Console
@@ -32,6 +31,7 @@ from buildonce.plan import Plan
 from buildonce.references import Reference
 from buildonce.report import BuildReport
 from buildonce.retry import RetryPolicy
+from buildonce.signing import Signed, nothing_to_sign
 
 if TYPE_CHECKING:
     from buildonce.artifact import Artifact
@@ -133,7 +133,20 @@ def finish(
 
 
 def _sign(call: Invocation, options: BuildOptions, origin: Origin, job: BuildJob, report: BuildReport) -> Signed:
-    """Hand the published digest (and the artifact) to the signing step, over the job's registry session."""
+    """Hand the published digest (and the artifact) to the signing step, over the job's registry session. The
+    step (and cosign's adapter) is loaded only when there is something to sign."""
+    digest = report.digest if report.pushed else ""
+    images = list(dict.fromkeys(ref.image for ref in report.plan.references))
+    artifact = report.artifact.path if report.artifact else None
+    oidc = bool(call.env.get(OIDC_VARIABLE))
+    subject = images[0].name if images else ""
+    unsigned = nothing_to_sign(
+        options.sign, pushed=bool(digest), fork=origin.fork, oidc=oidc, artifact=artifact is not None, subject=subject
+    )
+    if unsigned is not None:
+        return unsigned
+    from buildonce.commands.sign import sign_published
+
     return sign_published(
         call.env,
         call.console,
@@ -141,9 +154,9 @@ def _sign(call: Invocation, options: BuildOptions, origin: Origin, job: BuildJob
         job.registry,
         options=options.sign,
         origin=origin,
-        digest=report.digest if report.pushed else "",
-        images=list(dict.fromkeys(ref.image for ref in report.plan.references)),
-        artifact=report.artifact.path if report.artifact else None,
+        digest=digest,
+        images=images,
+        artifact=artifact,
         login=options.login,
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,11 +27,13 @@ from buildonce.signing import (
     Identity,
     SignatureCheck,
     SignatureFormat,
+    Signed,
     SignOptions,
     VerifyMode,
     attest_args,
     command_line,
     decide,
+    nothing_to_sign,
     sign_args,
     sign_blob_args,
     signature_notes,
@@ -104,40 +106,6 @@ class Request:
     tlog: bool = True
     signature_format: SignatureFormat = SignatureFormat.LEGACY
     attest: bool = True
-
-
-@dataclass
-class Signed:
-    signed: bool = False
-    written: list[str] = field(default_factory=list)
-    """Signatures and attestations this run wrote; empty when all were there already."""
-    signature_refs: list[str] = field(default_factory=list)
-    attestation_refs: list[str] = field(default_factory=list)
-    verify_command: str = ""
-    cosign_version: str = ""
-    reason: str = ""
-    subject_name: str = ""
-    """The first image's name: what an attestation of the digest (GitHub's too) names as its subject."""
-
-    def outputs(self) -> dict[str, str]:
-        return {
-            "subject-name": self.subject_name,
-            "signed": "true" if self.signed else "false",
-            "signature-refs": "\n".join(self.signature_refs),
-            "attestation-refs": "\n".join(self.attestation_refs),
-            "verify-command": self.verify_command,
-            "cosign-version": self.cosign_version,
-        }
-
-    def summary_line(self) -> str:
-        if not self.signed:
-            return f"> Not signed: {self.reason}."
-        wrote = (
-            f"{len(self.written)} signature(s) and attestation(s) written"
-            if self.written
-            else "already signed for this commit: nothing written"
-        )
-        return f"> Signed ({self.reason}; {wrote}). Verify with `{self.verify_command}`"
 
 
 @dataclass
@@ -434,11 +402,15 @@ def sign_published(
 ) -> Signed:
     """Sign a published digest in every repository it went to (and the artifact tar, when there is one), or
     say why not. ``cosign`` is for the tests; by default the one on PATH."""
-    decision = decide(options, pushed=bool(digest), fork=origin.fork, oidc=bool(env.get(OIDC_VARIABLE)))
-    blob = decide(options, pushed=True, fork=origin.fork, oidc=bool(env.get(OIDC_VARIABLE)))
+    oidc = bool(env.get(OIDC_VARIABLE))
     subject = images[0].name if images else ""
-    if not (decision.sign or (artifact is not None and blob.sign)):
-        return Signed(reason=decision.reason, subject_name=subject)
+    unsigned = nothing_to_sign(
+        options, pushed=bool(digest), fork=origin.fork, oidc=oidc, artifact=artifact is not None, subject=subject
+    )
+    if unsigned is not None:
+        return unsigned
+    decision = decide(options, pushed=bool(digest), fork=origin.fork, oidc=oidc)
+    blob = decide(options, pushed=True, fork=origin.fork, oidc=oidc)
     password = env.get("COSIGN_PASSWORD", "")
     if password:
         console.mask(password)
