@@ -374,7 +374,9 @@ def test_a_needed_artifact_that_does_not_come_is_one_clear_error(scenarios: Scen
     assert leg.steps.get("Main Consume this commit's image from the registry") == "success", leg.steps
     assert leg.steps.get("Main Consume this commit's image from the artifact") == "failure", leg.steps
     # One error from buildonce (the download action may add its own).
-    (error,) = [error for error in leg.errors() if error.startswith(" title=buildonce::")]
+    ours = [error for error in leg.errors() if error.startswith(" title=buildonce::")]
+    assert len(ours) == 1, leg.log  # the whole log when not: a failure here is otherwise told by no line
+    (error,) = ours
     assert "the image has to come from the artifact" in error
     assert message in error
     # The name's line break was escaped: it started no workflow command of its own.
