@@ -20,7 +20,7 @@ import buildonce.cli as buildonce_cli
 from buildonce.buildkey import lookup_tag
 from buildonce.cli import main
 from buildonce.commands import Invocation
-from buildonce.commands.build import Beside, _scratch, _stop_unless_needed
+from buildonce.commands.build import Beside, _collector_paused, _scratch, _stop_unless_needed
 from buildonce.commands.build_job import BuildJob, before_build, prepare, record_key_and_finish
 from buildonce.commands.key import Keyed
 from buildonce.commands.origin import origin_of
@@ -236,6 +236,25 @@ def test_a_failed_preparation_stops_the_build() -> None:
     with pytest.raises(ImmutableTagError, match="taken"):
         beside.result()
     assert stopper.stopped
+
+
+def test_the_collector_pauses_for_the_preparations_imports_and_keeps_what_they_made() -> None:
+    """Off while the preparation imports, on again after (unless it was off), what was made frozen."""
+    was_on = gc.isenabled()
+    kept = []  # each round's objects, alive: a frozen object freed leaves the frozen count
+    try:
+        for before in (True, False):
+            gc.enable() if before else gc.disable()
+            frozen = gc.get_freeze_count()
+            with _collector_paused():
+                assert not gc.isenabled()
+                made = [[index] for index in range(1000)]
+            kept.append(made)
+            assert gc.isenabled() is before
+            assert gc.get_freeze_count() >= frozen + len(made)
+    finally:
+        gc.unfreeze()
+        gc.enable() if was_on else gc.disable()
 
 
 def test_the_build_scratch_directory_is_private_and_removed_afterwards(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ check is stopped), the build runs exactly once, then push and verify retry only 
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -178,15 +179,35 @@ def _prepare(
     env: Mapping[str, str], options: BuildOptions, plan: Plan, console: Console, policy: RetryPolicy
 ) -> BuildJob:
     """In the thread beside buildx: import what publishes the image, then connect and check the tags."""
-    from buildonce.commands.build_job import prepare
+    with _collector_paused():
+        from buildonce.commands.build_job import prepare
+        from buildonce.docker import engine  # noqa: F401 - the SDK: loaded here, with the collector paused
 
     return prepare(env, options, plan, console, policy)
 
 
 def _connected(job: BuildJob, connect: Callable[[], object]) -> BuildJob:
     """In the thread beside buildx, for a job whose tags were checked before it: connect its engine."""
+    with _collector_paused():
+        from buildonce.docker import engine  # noqa: F401 - the SDK: loaded here, with the collector paused
     connect()
     return job
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Imports make objects that live as long as the process; with the collector on, it walks them again and
+    again while they are made: CPU time that, on a two-core runner, the build beside needs (about 5 ms of a
+    trivial build here). Paused meanwhile, then what was made is frozen, as the start's imports are
+    (``buildonce.__main__``)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_on:
+            gc.enable()
 
 
 class Beside:
