@@ -4,13 +4,14 @@
 is forwarded in origin form, one request per connection. With ``credentials`` it answers 407 to a request
 without that ``Proxy-Authorization``; with ``tls`` it is an https:// proxy (TLS to the proxy, and for HTTPS
 the server's TLS inside it). Only loopback targets are relayed. Standard library only, a thread
-per connection; every request it saw is logged.
+per connection, relaying both ways; every request it saw is logged.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import select
 import socket
 import ssl
 import threading
@@ -108,10 +109,7 @@ class ConnectProxy:
             return
         with socket.create_connection((host, port), timeout=10) as upstream:
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            pump = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
-            pump.start()
-            _pipe(client, upstream)
-            pump.join(10)
+            _relay_both(client, upstream)
 
     def _forward(self, client: socket.socket, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
         parts = urlsplit(target)
@@ -125,6 +123,23 @@ class ConnectProxy:
         with socket.create_connection((parts.hostname, parts.port), timeout=10) as upstream:
             upstream.sendall(head.encode("latin-1") + b"\r\n" + body)
             _pipe(upstream, client)
+
+
+def _relay_both(client: socket.socket, upstream: socket.socket) -> None:
+    """Copy each way until either side closes or both are idle for the sockets' timeout. One thread does it:
+    a TLS socket must not be read in one thread while another writes it (OpenSSL's objects are not shared)."""
+    other = {client: upstream, upstream: client}
+    timeout = client.gettimeout()
+    while True:  # bounded: each pass moves bytes, or it ends on a close or on an idle timeout
+        buffered = isinstance(client, ssl.SSLSocket) and client.pending() > 0
+        readable = [client] if buffered else select.select([client, upstream], [], [], timeout)[0]
+        if not readable:
+            return
+        for source in readable:
+            data = source.recv(65536)
+            if not data:
+                return
+            other[source].sendall(data)
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
