@@ -10,7 +10,8 @@ buildonce" when it ran).
 The first run's build job fills the wheel store in the host's tool cache (actions/cache is a stand-in that
 always misses, as on a runner whose cache is cold); the consume jobs then find it complete. act runs the
 jobs two at a time on this 2-core machine, so the four legs share the CPU as a matrix shares a runner pool
-only on a self-hosted machine.
+only on a self-hosted machine. The jobs' python3 is the bench's own interpreter, first on PATH, as
+actions/setup-python makes it.
 
     .venv/bin/python bench/act_matrix.py [--quick]
 
@@ -20,11 +21,13 @@ tests/runner/stand-ins/build), and runs under .venv's Python: the suite's module
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchlib import (
@@ -65,20 +68,30 @@ def seconds_of(duration: str) -> float:
     return sum(float(value) * _UNITS[unit] for value, unit in parts)
 
 
-def step_times(run: ActRun, job: str, stores: set[str]) -> list[dict[str, float]]:
-    """Each leg of ``job``: the seconds of every step that ran, by name; what the plan step said of the
-    wheel store goes into ``stores``."""
+def step_times(run: ActRun, job: str, found_by: Counter[str]) -> list[dict[str, float]]:
+    """Each leg of ``job``: the seconds of every step that ran, by name; what the plan step found (the
+    finished install, or the wheel store complete or to restore) is counted in ``found_by``."""
     legs = []
     for leg in run.legs(job):
         times: dict[str, float] = {}
+        found_by[_plan_found(leg.lines)] += 1
         for line in leg.lines:
-            found = _DONE.search(line)
-            if found:
-                times[found["name"]] = seconds_of(found["duration"])
-            if "wheel store: " in line:
-                stores.add(line.split("wheel store: ", 1)[1].strip())
+            done = _DONE.search(line)
+            if done:
+                times[done["name"]] = seconds_of(done["duration"])
         legs.append(times)
     return legs
+
+
+def _plan_found(lines: Sequence[str]) -> str:
+    """What a job's "Find buildonce's locked wheels" step said it found, from the installer's own lines."""
+    for line in lines:
+        if " is already installed in " in line:
+            return "the finished install"
+        if "wheel store: " in line:
+            state = line.rsplit("(", 1)[-1].rstrip(") ")
+            return "the wheel store, complete" if state == "complete" else "the wheel store, to restore"
+    return "nothing it said"
 
 
 def workflow(registry: str, base: str) -> str:
@@ -96,6 +109,11 @@ def measure(runs: int) -> None:
         raise MeasurementError(f"act is not installed next to {sys.executable}; run scripts/bootstrap")
     if shutil.which("node") is None or not (STAND_INS / "upload-artifact" / "dist" / "index.js").is_file():
         raise MeasurementError("node and the artifact stand-ins are needed: run tests/runner/stand-ins/build")
+    # The jobs run with this host's environment. Their python3 is the interpreter that runs the bench, first on
+    # PATH as actions/setup-python puts it: a shim (pyenv's) in front of it would add a tenth of a second to
+    # every Python step, which no hosted runner has.
+    interpreter = Path(sys.executable).resolve().parent
+    os.environ["PATH"] = f"{interpreter}{os.pathsep}{os.environ.get('PATH', '')}"
     with (
         tempfile.TemporaryDirectory(prefix="buildonce-bench-act-") as temp,
         RegistryServer(Path(temp) / "registry", users={TEST_USER: TEST_PASSWORD}) as registry,
@@ -109,21 +127,20 @@ def measure(runs: int) -> None:
         files = {".github/workflows/pull-request.yml": workflow(registry.address, base.address)}
         sha = git_repo(repo, files, {"examples/app": REPO / "examples" / "app"})
         legs: list[dict[str, float]] = []
-        stores: set[str] = set()
+        found_by: Counter[str] = Counter()
         for number in range(1, runs + 1):
             progress(f"act run {number}/{runs}")
             run = act.run(repo, "pull-request.yml", "pull_request", pull_request(sha), run_id=500 + number)
             if run.code != 0 or run.result("test") != "success":
                 raise MeasurementError(f"the workflow failed:\n{run.describe()}")
-            found = step_times(run, "test", stores)
+            found = step_times(run, "test", found_by)
             if len(found) != len(LEGS):
                 raise MeasurementError(f"expected {len(LEGS)} test jobs, act logged {len(found)}")
             legs += found
-        report(legs, runs)
-        print("the wheel store as the consume jobs found it: " + "; ".join(sorted(stores)))
+        report(legs, runs, found_by)
 
 
-def report(legs: list[dict[str, float]], runs: int) -> None:
+def report(legs: list[dict[str, float]], runs: int, found_by: Counter[str]) -> None:
     section(f"the consume action's steps in {len(LEGS)} matrix jobs x {runs} run(s) under act: median per job")
     by_step: dict[str, list[float]] = defaultdict(list)
     for leg in legs:
@@ -136,10 +153,11 @@ def report(legs: list[dict[str, float]], runs: int) -> None:
     print(table(("step", "n", "median", "min", "max"), rows))
     setups = [sum(leg.get(name, 0.0) for name in SETUP_STEPS) for leg in legs]
     installs = sum(1 for leg in legs if "Install buildonce" in leg)
+    found = ", ".join(f"{what} in {count}" for what, count in found_by.most_common())
     print(
         f"\nRESULT act matrix: set-up per consume job (check + find/install) median {ms(median(setups))} "
-        f"(min {ms(min(setups))}, max {ms(max(setups))}) over {len(legs)} jobs; the separate install step ran in "
-        f"{installs} of them (the others installed in the plan step from the store)"
+        f"(min {ms(min(setups))}, max {ms(max(setups))}) over {len(legs)} jobs; the plan step found {found}; "
+        f"the separate install step ran in {installs}"
     )
 
 
