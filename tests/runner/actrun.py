@@ -9,6 +9,7 @@ as the workflow itself sees them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -46,6 +47,18 @@ class JobRun:
     def errors(self) -> list[str]:
         return [line.split("::error", 1)[1] for line in self.lines if "::error" in line]
 
+    def unheard_failures(self) -> list[str]:
+        """The failed steps act logged no line of: its host runner returns from a step that exits non-zero
+        without draining the step's terminal (pkg/container/host_environment.go, ``exec``), so what a step
+        printed just before it failed can be lost. GitHub's runner reads the output to its end."""
+        lines = [line.strip() for line in self.lines]
+        unheard = []
+        for started, ended in itertools.pairwise(lines):
+            done = _STEP_DONE.search(ended)
+            if done and "Failure - " in ended and started == f"⭐ Run {done['name']}":
+                unheard.append(done["name"])
+        return unheard
+
 
 @dataclass
 class ActRun:
@@ -74,6 +87,10 @@ class ActRun:
 
     def artifact_names(self) -> list[str]:
         return sorted(path.name for path in self.artifacts.iterdir()) if self.artifacts.is_dir() else []
+
+    def replace_leg(self, leg: JobRun) -> None:
+        """Put ``leg`` (the same job, run again alone) in place of this run's leg of it."""
+        self.jobs = [leg if run.job == leg.job and run.matrix == leg.matrix else run for run in self.jobs]
 
     def describe(self) -> str:
         """What went wrong, for assertion messages: each job's result and its error annotations."""

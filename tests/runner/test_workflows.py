@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from action_run import run_buildonce
-from actrun import Act, ActRun
+from actrun import Act, ActRun, JobRun
 from faultproxy import FaultProxy
 from registry_reader import RegistryReader
 from registry_server import TEST_PASSWORD, TEST_USER, RegistryServer
@@ -360,6 +360,17 @@ def test_inputs_are_never_shell_text(scenarios: Scenarios) -> None:
     assert run.only("build").steps.get("Main No input ran as a command") == "success", run.describe()
 
 
+def test_a_failed_step_act_logged_no_line_of_is_told_from_one_it_did() -> None:
+    step = "Main Consume this commit's image from the artifact"
+    lost = ["⭐ Run Main Check Docker", "  ✅  Success - Main Check Docker [13ms]", f"⭐ Run {step}"]
+    lost.append(f"  ❌  Failure - {step} [4.2ms]")
+    told = [*lost[:3], "  ❓  ::error title=buildonce::the image has to come from the artifact", lost[3]]
+    passed = [*lost[:3], f"  ✅  Success - {step} [4.2ms]"]
+    assert JobRun("j", {}, lines=lost).unheard_failures() == [step]
+    assert JobRun("j", {}, lines=told).unheard_failures() == []
+    assert JobRun("j", {}, lines=passed).unheard_failures() == []
+
+
 @pytest.mark.parametrize(
     ("job", "message"),
     [
@@ -373,6 +384,7 @@ def test_a_needed_artifact_that_does_not_come_is_one_clear_error(scenarios: Scen
     leg = run.only(job)
     assert leg.steps.get("Main Consume this commit's image from the registry") == "success", leg.steps
     assert leg.steps.get("Main Consume this commit's image from the artifact") == "failure", leg.steps
+    assert not leg.unheard_failures(), leg.log
     # One error from buildonce (the download action may add its own).
     ours = [error for error in leg.errors() if error.startswith(" title=buildonce::")]
     assert len(ours) == 1, leg.log  # the whole log when not: a failure here is otherwise told by no line
